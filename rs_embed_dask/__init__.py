@@ -1,0 +1,72 @@
+"""rs-embed-dask: rs-embed's API for remote-sensing embeddings, run on a Dask cluster.
+
+Code written for ``rs_embed`` runs after changing the import::
+
+    from rs_embed_dask import PointBuffer, TemporalSpec, get_embedding
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from rs_embed_dask.api import get_embedding, get_embeddings_batch
+from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecError
+from rs_embed_dask.registry import (
+    describe_model,
+    list_models,
+    list_providers,
+    register_model,
+    register_provider,
+)
+from rs_embed_dask.resolve import reset_runtime
+from rs_embed_dask.specs import (
+    BBox,
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    SensorSpec,
+    TemporalSpec,
+)
+from rs_embed_dask.types import (
+    Embedding,
+    ExportConfig,
+    ExportLayout,
+    ExportModelRequest,
+    ExportTarget,
+    ModelConfig,
+)
+
+try:
+    __version__ = version("rs-embed-dask")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "BBox",
+    "Embedding",
+    "ExportConfig",
+    "ExportLayout",
+    "ExportModelRequest",
+    "ExportTarget",
+    "FetchSpec",
+    "InputPrepSpec",
+    "ModelConfig",
+    "ModelError",
+    "OutputSpec",
+    "PointBuffer",
+    "ProviderError",
+    "RSEmbedError",
+    "SensorSpec",
+    "SpecError",
+    "TemporalSpec",
+    "__version__",
+    "describe_model",
+    "get_embedding",
+    "get_embeddings_batch",
+    "list_models",
+    "list_providers",
+    "register_model",
+    "register_provider",
+    "reset_runtime",
+]

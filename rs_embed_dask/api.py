@@ -1,0 +1,211 @@
+"""Single-ROI API: :func:`get_embedding` and :func:`get_embeddings_batch`.
+
+Both run in the calling process (no cluster), with the model cached per
+process, and share the fetch and embed steps with the Dask export engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.pipeline import embed_batch, fetch_input
+from rs_embed_dask.registry import get_model_class
+from rs_embed_dask.resolve import (
+    default_temporal,
+    get_embedder,
+    normalize_spatial,
+    normalize_temporal,
+    resolve_model,
+)
+from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
+from rs_embed_dask.types import Embedding
+
+__all__ = ["get_embedding", "get_embeddings_batch"]
+
+
+def _check_output(output: Any) -> OutputSpec:
+    if not isinstance(output, OutputSpec):
+        raise SpecError(
+            f"output must be an OutputSpec (OutputSpec.pooled() or OutputSpec.grid()); "
+            f"got {type(output).__name__}"
+        )
+    return output
+
+
+def get_embedding(
+    model: str,
+    *,
+    spatial: Any,
+    temporal: Any = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    output: OutputSpec = OutputSpec.pooled(),  # noqa: B008 - frozen, shared safely
+    backend: str = "auto",
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    **model_kwargs: Any,
+) -> Embedding:
+    """Compute the embedding of one ROI.
+
+    Parameters
+    ----------
+    model : str
+        Registered model id (see :func:`list_models`).
+    spatial : BBox or PointBuffer
+        The region of interest.
+    temporal : TemporalSpec, optional
+        Time window; on-the-fly models default to 2022-06-01..2022-09-01 with a warning.
+    sensor : SensorSpec, optional
+        Replaces the model's default sensor.
+    fetch : FetchSpec, optional
+        Partial override of the default sensor (not together with ``sensor``).
+    modality : str, optional
+        A modality the model exposes (e.g. ``"s1"``).
+    output : OutputSpec, default OutputSpec.pooled()
+        Pooled ``(D,)`` or grid ``(D, H, W)``.
+    backend : str, default "auto"
+        Provider name (``"synthetic"``, ``"local"``, ``"gee"``, ...).
+    device : str, default "auto"
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.
+    input_prep : InputPrepSpec or {"auto", "resize", "tile"}, optional
+        How inputs larger than the model's image size are handled.
+    **model_kwargs
+        Model-specific options (``model_config``).
+
+    Returns
+    -------
+    Embedding
+
+    Raises
+    ------
+    SpecError
+        Invalid spatial, temporal or output spec.
+    ModelError
+        Unknown model, unsupported option, or a failed fetch or forward pass.
+    ProviderError
+        The provider could not be initialised.
+
+    Examples
+    --------
+    >>> from rs_embed_dask import PointBuffer, TemporalSpec, get_embedding
+    >>> emb = get_embedding("rcf", spatial=PointBuffer(121.5, 31.2, 1280),
+    ...                     temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+    ...                     backend="synthetic")  # doctest: +SKIP
+    """
+    return _run(
+        model,
+        [spatial],
+        temporal=temporal,
+        sensor=sensor,
+        fetch=fetch,
+        modality=modality,
+        output=output,
+        backend=backend,
+        device=device,
+        input_prep=input_prep,
+        model_kwargs=model_kwargs,
+    )[0]
+
+
+def get_embeddings_batch(
+    model: str,
+    *,
+    spatials: list[Any],
+    temporal: Any = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    output: OutputSpec = OutputSpec.pooled(),  # noqa: B008
+    backend: str = "auto",
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    **model_kwargs: Any,
+) -> list[Embedding]:
+    """Compute embeddings of several ROIs in this process, fetching in parallel.
+
+    Parameters are those of :func:`get_embedding`, with ``spatials`` a
+    non-empty list of ROIs.  Results are in input order.
+    """
+    if not isinstance(spatials, list) or not spatials:
+        raise ModelError("spatials must be a non-empty list[SpatialSpec].")
+    return _run(
+        model,
+        spatials,
+        temporal=temporal,
+        sensor=sensor,
+        fetch=fetch,
+        modality=modality,
+        output=output,
+        backend=backend,
+        device=device,
+        input_prep=input_prep,
+        model_kwargs=model_kwargs,
+    )
+
+
+def _run(
+    model: str,
+    spatials: Sequence[Any],
+    *,
+    temporal: Any,
+    sensor: SensorSpec | None,
+    fetch: FetchSpec | None,
+    modality: str | None,
+    output: OutputSpec,
+    backend: str,
+    device: str,
+    input_prep: InputPrepSpec | str | None,
+    model_kwargs: dict[str, Any],
+) -> list[Embedding]:
+    cls = get_model_class(model)
+    if getattr(cls, "manages_own_input_prep", False) and input_prep not in (None, "resize"):
+        warnings.warn(f"Model {model!r} manages its own input preparation; input_prep is ignored.", UserWarning, stacklevel=3)
+    rois = [normalize_spatial(s) for s in spatials]
+    temporal = normalize_temporal(temporal)
+    output = _check_output(output)
+    rm = resolve_model(
+        model,
+        backend=backend,
+        sensor=sensor,
+        fetch=fetch,
+        modality=modality,
+        model_config=model_kwargs or None,
+        output_mode=output.mode,
+    )
+    prep = resolve_input_prep(input_prep)
+    if rm.is_precomputed:
+        embedder = get_embedder(rm.canonical, rm.config_dict, device)
+        return list(embedder.embed_spatials(rois, temporal=temporal, output=output, sensor=rm.sensor))
+    if temporal is None:
+        temporal = default_temporal(model)
+
+    def _fetch(sp: Any) -> Any:
+        try:
+            return fetch_input(rm, sp, temporal)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"Failed to fetch input for spatial {sp}: {exc!r}") from exc
+
+    if len(rois) == 1:
+        fetched = [_fetch(rois[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, len(rois))) as pool:
+            fetched = list(pool.map(_fetch, rois))
+    contexts = [
+        {"spatial": sp, "temporal": temporal, "sensor": rm.sensor, "fetch_meta": fr.meta}
+        for sp, fr in zip(rois, fetched, strict=True)
+    ]
+    return embed_batch(
+        rm,
+        [fr.data for fr in fetched],
+        output=output,
+        contexts=contexts,
+        device=device,
+        input_prep=prep,
+    )

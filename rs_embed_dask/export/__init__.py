@@ -1,0 +1,1 @@
+"""The Dask export engine, the zarr working store, writers and the loader."""

@@ -1,0 +1,1 @@
+"""Data providers: one module each, behind :class:`rs_embed_dask.providers.base.Provider`."""

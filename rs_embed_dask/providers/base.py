@@ -1,0 +1,169 @@
+"""The provider contract: pixels for a ROI on the common grid.
+
+A provider is built on the worker from its registered name and plain-value
+options (it never travels in the task graph as a live object) and answers
+one question: given a ROI, a temporal spec and a sensor spec, what are the
+float32 pixels ``(C, H, W)`` (or ``(T, C, H, W)``) on the common grid window
+:func:`rs_embed_dask.geometry.grid_window` gives for that ROI?
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rs_embed_dask.errors import ProviderError
+from rs_embed_dask.geometry import GridWindow, grid_window
+from rs_embed_dask.specs import SensorSpec, SpatialSpec, TemporalSpec
+
+__all__ = ["FetchResult", "Provider", "split_date_range"]
+
+
+@dataclass
+class FetchResult:
+    """Pixels and what was learnt while fetching them.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        float32 ``(C, H, W)`` or ``(T, C, H, W)``, north-up, raw provider units,
+        no-data replaced by the sensor's ``fill_value``.
+    meta : dict
+        JSON-friendly fetch metadata; always has ``grid`` (the window's CRS,
+        transform and shape) and ``provider``.
+    """
+
+    data: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def split_date_range(start: date, end: date, n: int) -> list[tuple[date, date]]:
+    """``n`` equal end-exclusive bins of ``[start, end)`` (rs-embed's rule)."""
+    total = (end - start).days
+    edges = [start + timedelta(days=(total * i) // n) for i in range(n + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(n)]
+
+
+class Provider:
+    """Base class of data providers.
+
+    Subclasses set the class variables and implement :meth:`fetch_window`.
+
+    Attributes
+    ----------
+    name : str
+        Registered name (``backend=`` value).
+    max_concurrency : int or None
+        Cluster-wide cap of concurrent requests this provider tolerates
+        (Earth Engine: 40 per project); ``None`` for no cap.
+    requires : tuple of str
+        Importable modules the provider needs.
+    extra : str or None
+        The ``pip install 'rs-embed-dask[<extra>]'`` extra that provides them.
+    """
+
+    name: ClassVar[str] = ""
+    max_concurrency: ClassVar[int | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    # -- lifecycle -------------------------------------------------------------
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise :class:`ProviderError` with the install command if a dependency is missing."""
+        for mod in cls.requires:
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                hint = f"pip install 'rs-embed-dask[{cls.extra}]'" if cls.extra else f"pip install {mod}"
+                raise ProviderError(
+                    f"Provider {cls.name!r} needs the Python package {mod!r}: {hint}"
+                ) from exc
+
+    def ensure_ready(self) -> None:
+        """Initialise clients and credentials; called once per worker process."""
+
+    # -- the contract ----------------------------------------------------------
+    def fetch(
+        self,
+        spatial: SpatialSpec,
+        temporal: TemporalSpec | None,
+        sensor: SensorSpec,
+        *,
+        n_frames: int | None = None,
+    ) -> FetchResult:
+        """Fetch a ROI on the common grid.
+
+        Parameters
+        ----------
+        spatial : BBox or PointBuffer
+            The ROI.
+        temporal : TemporalSpec or None
+            The time window (``None``: the provider's default).
+        sensor : SensorSpec
+            Collection, bands, scale and compositing.
+        n_frames : int, optional
+            When given, return ``(T, C, H, W)`` with ``T = n_frames`` equal
+            time bins; otherwise one composite ``(C, H, W)``.
+
+        Returns
+        -------
+        FetchResult
+        """
+        window = grid_window(spatial, sensor.scale_m)
+        frames: list[tuple[date, date] | None]
+        if n_frames is None:
+            frames = [temporal.date_range() if temporal is not None else None]
+        else:
+            if temporal is None:
+                raise ProviderError(f"A {n_frames}-frame fetch needs a temporal range.")
+            frames = list(split_date_range(*temporal.date_range(), int(n_frames)))
+        arrays = []
+        meta: dict[str, Any] = {}
+        for fr in frames:
+            arr, m = self.fetch_window(window, fr, sensor)
+            arrays.append(self._finish(arr, sensor, window))
+            meta.update(m)
+        data = arrays[0] if n_frames is None else np.stack(arrays, axis=0)
+        meta.update(
+            provider=self.name,
+            grid=window.to_dict(),
+            bands=list(sensor.bands),
+            collection=sensor.collection,
+        )
+        if n_frames is not None:
+            meta["frames"] = [{"start": a.isoformat(), "end": b.isoformat()} for a, b in frames]  # type: ignore[misc]
+        return FetchResult(data=data, meta=meta)
+
+    def fetch_window(
+        self, window: GridWindow, dates: tuple[date, date] | None, sensor: SensorSpec
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Return ``(C, H, W)`` pixels of ``window`` composited over ``dates``.
+
+        Subclasses implement this; the base class handles frames, no-data and
+        the metadata common to every provider.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def _finish(arr: np.ndarray, sensor: SensorSpec, window: GridWindow) -> np.ndarray:
+        out = np.asarray(arr, dtype=np.float32)
+        if out.shape != (len(sensor.bands), window.height, window.width):
+            raise ProviderError(
+                f"provider returned shape {out.shape}, expected "
+                f"{(len(sensor.bands), window.height, window.width)} for window {window}"
+            )
+        if not np.isfinite(out).all():
+            out = np.where(np.isfinite(out), out, np.float32(sensor.fill_value))
+        return out
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"{type(self).__name__}({opts})"

@@ -1,0 +1,285 @@
+"""Request resolution shared by the single-ROI API and the export engine.
+
+Everything here runs on the client, before any task is submitted, and turns
+user input into validated, picklable values (or raises the rs-embed
+exception naming the field and the allowed values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rs_embed_dask.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.registry import canonical_model_name, get_model_class, get_provider_class
+from rs_embed_dask.specs import BBox, FetchSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
+
+__all__ = [
+    "ResolvedModel",
+    "default_temporal",
+    "get_embedder",
+    "get_provider",
+    "normalize_spatial",
+    "normalize_temporal",
+    "resolve_backend",
+    "resolve_model",
+    "sensor_cache_key",
+]
+
+DEFAULT_RANGE = ("2022-06-01", "2022-09-01")
+_MODALITY_ALIASES = {
+    "sentinel1": "s1",
+    "sentinel_1": "s1",
+    "sentinel2": "s2",
+    "sentinel_2": "s2",
+    "s2l1c": "s2_l1c",
+    "s2l2a": "s2_l2a",
+}
+
+
+def normalize_spatial(spatial: Any) -> SpatialSpec:
+    """Validate a ROI and return it in EPSG:4326.
+
+    Raises
+    ------
+    ModelError
+        When ``spatial`` is not a BBox or PointBuffer (rs-embed's type).
+    SpecError
+        When its values are invalid.
+    """
+    if not isinstance(spatial, (BBox, PointBuffer)):
+        raise ModelError(f"Invalid spatial spec type: {type(spatial)}")
+    spatial.validate()
+    return spatial.to_wgs84()
+
+
+def normalize_temporal(temporal: Any) -> TemporalSpec | None:
+    """Validate a temporal spec (``None`` passes through)."""
+    if temporal is None:
+        return None
+    if not isinstance(temporal, TemporalSpec):
+        raise SpecError(
+            f"temporal must be a TemporalSpec (TemporalSpec.year(...) or TemporalSpec.range(...)); "
+            f"got {type(temporal).__name__}"
+        )
+    temporal.validate()
+    return temporal
+
+
+def default_temporal(model: str) -> TemporalSpec:
+    """rs-embed's default window for on-the-fly models, with its warning."""
+    warnings.warn(
+        f"temporal=None for model {model!r}: using the default window "
+        f"{DEFAULT_RANGE[0]}..{DEFAULT_RANGE[1]}.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return TemporalSpec.range(*DEFAULT_RANGE)
+
+
+def resolve_backend(backend: str | None, describe: Mapping[str, Any]) -> str:
+    """Normalise ``backend`` and check the model supports it.
+
+    ``"auto"`` becomes ``$RS_EMBED_DEFAULT_PROVIDER`` (else ``"gee"``) for
+    provider-backed models and stays ``"auto"`` for precomputed products that
+    are their own source.
+    """
+    b = (backend or "auto").strip().lower()
+    kinds = [str(k).lower() for k in describe.get("backend", ["provider"])]
+    model_id = describe.get("model", "?")
+    if b == "auto":
+        if "provider" not in kinds:
+            return "auto"
+        return os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "gee").strip().lower()
+    if b in kinds:
+        return b
+    if "provider" in kinds:
+        get_provider_class(b)  # ProviderError listing the known providers
+        return b
+    raise ModelError(f"Model {model_id!r} does not support backend={backend!r}. Supported: {kinds}")
+
+
+def _norm_modality(m: str | None) -> str | None:
+    if m is None:
+        return None
+    k = str(m).strip().lower().replace("-", "_")
+    return _MODALITY_ALIASES.get(k, k)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model of a request after validation (picklable, hashable)."""
+
+    name: str
+    canonical: str
+    model_config: tuple[tuple[str, Any], ...]
+    backend: str
+    sensor: SensorSpec | None
+    model_type: str
+    temporal_semantics: str
+    n_frames: int | None
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        """``model_config`` as a dict."""
+        return dict(self.model_config)
+
+    @property
+    def is_precomputed(self) -> bool:
+        """``True`` for products that are their own source."""
+        return "precomputed" in self.model_type
+
+    @property
+    def input_key(self) -> str | None:
+        """Input-sharing key: the same key means one fetch serves both models."""
+        if self.sensor is None or self.is_precomputed:
+            return None
+        return sensor_cache_key(self.sensor, self.temporal_semantics, self.backend)
+
+
+def sensor_cache_key(sensor: SensorSpec, semantics: str = "single", backend: str = "") -> str:
+    """First 12 hex digits of the SHA-1 of the sensor's fetch identity (+ semantics)."""
+    ident = dict(sensor.identity())
+    ident["bands"] = list(ident["bands"])
+    if backend:
+        ident["backend"] = backend
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+    if semantics != "single":
+        safe = "".join(c if c.isalnum() else "_" for c in semantics)
+        digest = f"{digest}--{safe}"
+    return digest
+
+
+def resolve_model(
+    name: str,
+    *,
+    backend: str | None = "auto",
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    model_config: Mapping[str, Any] | None = None,
+    output_mode: str = "pooled",
+) -> ResolvedModel:
+    """Validate one model request (rs-embed's check order) and resolve its sensor."""
+    if sensor is not None and fetch is not None:
+        raise ModelError("Use either sensor=... or fetch=..., not both.")
+    if sensor is not None and not isinstance(sensor, SensorSpec):
+        raise SpecError(f"sensor must be a SensorSpec; got {type(sensor).__name__}")
+    if fetch is not None and not isinstance(fetch, FetchSpec):
+        raise SpecError(f"fetch must be a FetchSpec; got {type(fetch).__name__}")
+    canonical = canonical_model_name(name)
+    cls = get_model_class(name)
+    embedder = cls(model_config)  # unknown model_config keys -> ModelError
+    desc = dict(embedder.describe())
+    desc.setdefault("model", canonical)
+    resolved_backend = resolve_backend(backend, desc)
+    if output_mode not in desc.get("output", ["pooled", "grid"]):
+        raise ModelError(
+            f"Model {canonical!r} does not support output mode {output_mode!r}. "
+            f"Supported: {desc.get('output')}"
+        )
+    mod = _norm_modality(modality)
+    if sensor is not None and sensor.modality is not None and mod is not None:
+        if _norm_modality(sensor.modality) != mod:
+            raise ModelError(
+                f"Conflicting modality values: sensor.modality={sensor.modality!r} vs modality={modality!r}."
+            )
+    allowed = {_norm_modality(m) for m in (desc.get("modalities") or [])}
+    default_mod = _norm_modality((desc.get("defaults") or {}).get("modality"))
+    if mod is not None and mod not in allowed and mod != default_mod:
+        raise ModelError(f"Model {canonical!r} does not expose modality={modality!r}.")
+    base = embedder.default_sensor()
+    if sensor is not None:
+        if sensor.modality is None and mod is not None:
+            sensor = replace(sensor, modality=mod)
+        sensor.validate()
+        resolved_sensor: SensorSpec | None = sensor
+    elif fetch is not None:
+        if base is None:
+            raise ModelError(f"Model {canonical!r} does not support fetch=... overrides.")
+        resolved_sensor = fetch.apply(base)
+        resolved_sensor.validate()
+    else:
+        resolved_sensor = base
+    if resolved_sensor is None and not embedder.is_precomputed:
+        raise ModelError(f"Model {canonical!r} has no default sensor; pass sensor=SensorSpec(...).")
+    return ResolvedModel(
+        name=str(name),
+        canonical=canonical,
+        model_config=tuple(sorted((model_config or {}).items())),
+        backend=resolved_backend,
+        sensor=resolved_sensor,
+        model_type=cls.model_type,
+        temporal_semantics=embedder.temporal_semantics(),
+        n_frames=cls.n_frames,
+    )
+
+
+# -- per-process caches: a model is built once per (model, config, device) ----------
+_EMBEDDERS: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+_PROVIDERS: dict[tuple[str, str], Any] = {}
+_cache_lock = threading.RLock()
+_MAX_EMBEDDERS = 8
+#: Number of times each (model, config, device) was loaded in this process.
+LOAD_COUNTS: dict[tuple[str, str, str], int] = {}
+
+
+def _config_token(cfg: Mapping[str, Any] | tuple[tuple[str, Any], ...] | None) -> str:
+    return json.dumps(dict(cfg or {}), sort_keys=True, default=repr)
+
+
+def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> Any:
+    """The process-wide, loaded embedder for ``(name, model_config, device)``."""
+    from rs_embed_dask.models.base import resolve_device
+
+    dev = resolve_device(device)
+    key = (canonical_model_name(name), _config_token(model_config), dev)
+    with _cache_lock:
+        emb = _EMBEDDERS.get(key)
+        if emb is not None:
+            _EMBEDDERS.move_to_end(key)
+            return emb
+        cls = get_model_class(name)
+        emb = cls(dict(model_config or {}))
+        emb.load(dev)
+        LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1
+        _EMBEDDERS[key] = emb
+        while len(_EMBEDDERS) > _MAX_EMBEDDERS:
+            _EMBEDDERS.popitem(last=False)
+        return emb
+
+
+def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The process-wide, ready provider for ``(name, options)``."""
+    key = (str(name).strip().lower(), _config_token(options))
+    with _cache_lock:
+        prov = _PROVIDERS.get(key)
+        if prov is None:
+            cls = get_provider_class(name)
+            cls.check_available()
+            prov = cls(**dict(options or {}))
+            try:
+                prov.ensure_ready()
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise ProviderError(f"Failed to initialize provider {name!r}: {exc!r}") from exc
+            _PROVIDERS[key] = prov
+        return prov
+
+
+def reset_runtime() -> dict[str, int]:
+    """Drop cached embedders and providers of this process."""
+    with _cache_lock:
+        n = len(_EMBEDDERS) + len(_PROVIDERS)
+        _EMBEDDERS.clear()
+        _PROVIDERS.clear()
+        LOAD_COUNTS.clear()
+    return {"runtime_caches_cleared": n}
