@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from rs_embed_dask.api import get_embedding, get_embeddings_batch
+from rs_embed_dask.export.batch import export_batch, export_npz
 from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecError
 from rs_embed_dask.registry import (
     describe_model,
@@ -62,6 +63,8 @@ __all__ = [
     "TemporalSpec",
     "__version__",
     "describe_model",
+    "export_batch",
+    "export_npz",
     "get_embedding",
     "get_embeddings_batch",
     "list_models",

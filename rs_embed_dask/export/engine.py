@@ -1,0 +1,394 @@
+"""The client side of an export: submit chunks incrementally, bounded, then finalise.
+
+Per chunk of ``chunk_size`` ROIs the engine submits one fetch task per input
+key (resource ``io`` when the cluster has it), one inference task per model
+(resource ``gpu`` when the cluster has it) and one write task.  Resource-
+restricted tasks are not queued by the scheduler, so the engine applies its
+own backpressure: at most ``max_in_flight`` chunks and at most ``fetch_slots``
+fetch tasks are outstanding, which keeps client and worker memory flat for
+any number of ROIs and caps concurrent provider requests across the cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from rs_embed_dask.export import tasks
+from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
+from rs_embed_dask.export.plan import ExportPlan
+from rs_embed_dask.export.progress import Progress
+from rs_embed_dask.export.store import UNBOUNDED, open_root
+from rs_embed_dask.registry import get_provider_class
+from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
+from rs_embed_dask.types import ExportLayout
+
+__all__ = ["run_export"]
+
+
+def _chunks(plan: ExportPlan) -> Iterator[tuple[int, list[Any]]]:
+    size = plan.config.effective_chunk_size
+    it = iter(plan.spatials)
+    start = 0
+    while True:
+        block = list(itertools.islice(it, size))
+        if not block:
+            return
+        yield start, block
+        start += len(block)
+
+
+def _work_store_path(plan: ExportPlan) -> str:
+    assert plan.out_file is not None
+    if plan.fmt == "zarr":
+        return plan.out_file
+    return plan.out_file + ".work.zarr"
+
+
+def _static_models(plan: ExportPlan) -> list[dict[str, Any]]:
+    from rs_embed_dask.registry import get_model_class
+
+    out = []
+    for m in plan.models:
+        try:
+            desc = jsonable(get_model_class(m.canonical)(m.config_dict).describe())
+        except Exception as exc:  # pragma: no cover - describe failed after validation
+            desc = {"error": repr(exc)}
+        out.append(
+            {"name": m.name, "input_key": plan.input_key_of(m.name), "sensor": jsonable(m.sensor), "describe": desc}
+        )
+    return out
+
+
+class _Submitter:
+    """Submits the tasks of one chunk with the right resources and caps."""
+
+    def __init__(self, client: Any, plan: ExportPlan) -> None:
+        from rs_embed_dask.cluster import cluster_resources
+
+        self.client = client
+        self.plan = plan
+        res = cluster_resources(client)
+        self.io = {"io": 1} if res.get("io") else None
+        self.gpu = {"gpu": 1} if res.get("gpu") else None
+        n_gpu = int(res.get("gpu", 0)) or max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        cfg = plan.config
+        cap = int(cfg.num_workers)
+        self.semaphores: dict[str, Any] = {}
+        for backend in {m.backend for m in plan.models if not m.is_precomputed}:
+            pmax = get_provider_class(backend).max_concurrency
+            if pmax is not None:
+                cap = min(cap, int(pmax))
+                from distributed import Semaphore
+
+                self.semaphores[backend] = Semaphore(
+                    max_leases=int(pmax), name=f"rs-embed-dask-provider-{backend}", register=True
+                )
+        self.threads = max(1, min(cfg.effective_chunk_size, cap))
+        self.fetch_slots = max(1, cap // self.threads)
+        self.max_in_flight = self.fetch_slots + 2 * n_gpu + 2
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def _key(self, kind: str, start: int, name: str = "") -> str:
+        return f"rsembed-{kind}-{sanitize_key(name)}-{start}-{self.run_id}"
+
+    def fetches(self, start: int, block: list[Any]) -> dict[str, Any]:
+        plan, cfg = self.plan, self.plan.config
+        futs = {}
+        for key, spec in plan.inputs.items():
+            futs[key] = self.client.submit(
+                tasks.fetch_chunk,
+                spec.model,
+                key,
+                block,
+                plan.temporal,
+                provider_options=plan.provider_options,
+                max_retries=cfg.max_retries,
+                backoff_s=cfg.retry_backoff_s,
+                continue_on_error=cfg.continue_on_error,
+                semaphore=self.semaphores.get(spec.model.backend),
+                threads=self.threads,
+                plugins=plan.plugins,
+                resources=self.io,
+                key=self._key("fetch", start, key),
+                pure=False,
+            )
+        return futs
+
+    def infers(self, start: int, block: list[Any], fetched: dict[str, Any]) -> dict[str, Any]:
+        plan, cfg = self.plan, self.plan.config
+        futs = {}
+        if not cfg.save_embeddings:
+            return futs
+        for m in plan.models:
+            key = plan.input_key_of(m.name)
+            futs[m.name] = self.client.submit(
+                tasks.infer_chunk,
+                m,
+                fetched.get(key) if key else None,
+                block,
+                plan.temporal,
+                start=start,
+                output=plan.output,
+                device=plan.device,
+                input_prep=plan.input_prep,
+                batch_size=cfg.effective_infer_batch_size,
+                max_retries=cfg.max_retries,
+                backoff_s=cfg.retry_backoff_s,
+                continue_on_error=cfg.continue_on_error,
+                plugins=plan.plugins,
+                resources=self.gpu,
+                key=self._key("infer", start, m.name),
+                pure=False,
+            )
+        return futs
+
+
+def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] | dict[str, Any]:
+    """Run a validated export plan on ``client`` (or an embedded local cluster)."""
+    from rs_embed_dask.cluster import export_client
+
+    if plan.layout == ExportLayout.COMBINED and plan.config.resume:
+        done = _combined_already_done(plan)
+        if done is not None:
+            return done
+    with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
+        if plan.layout == ExportLayout.PER_ITEM:
+            return _run_per_item(cl, plan)
+        return _run_combined(cl, plan)
+
+
+def _drain(
+    client: Any, sub: _Submitter, inflight: dict[Any, tuple[int, int]], fetch_pending: set[Any],
+    progress: Progress, results: list[Any], *, block_until: int, fetch_block_until: int,
+) -> None:  # fmt: skip
+    """Wait until fewer than the limits are outstanding; collect finished writes."""
+    from distributed import wait
+
+    while len(inflight) > block_until or len(fetch_pending) > fetch_block_until:
+        wait(list(inflight) + list(fetch_pending), return_when="FIRST_COMPLETED")
+        for f in [f for f in fetch_pending if f.done()]:
+            fetch_pending.discard(f)
+        for f in [f for f in inflight if f.done()]:
+            start, n = inflight.pop(f)
+            if f.status == "error":
+                exc = f.exception()
+                for g in list(inflight) + list(fetch_pending):
+                    g.cancel()
+                progress.close()
+                raise exc
+            res = f.result()
+            results.append(res)
+            progress.update_from(res, n)
+            f.release()
+
+
+def _run_chunks(client: Any, plan: ExportPlan, submit_write: Any, chunk_iter: Iterator[Any], progress: Progress) -> list[Any]:
+    sub = _Submitter(client, plan)
+    inflight: dict[Any, tuple[int, int]] = {}
+    fetch_pending: set[Any] = set()
+    results: list[Any] = []
+    for start, block, extra in chunk_iter:
+        _drain(client, sub, inflight, fetch_pending, progress, results,
+               block_until=sub.max_in_flight - 1, fetch_block_until=sub.fetch_slots - 1)  # fmt: skip
+        fetched = sub.fetches(start, block)
+        fetch_pending.update(fetched.values())
+        inferred = sub.infers(start, block, fetched)
+        wfut = submit_write(client, start, block, fetched, inferred, extra, sub)
+        inflight[wfut] = (start, len(block))
+        del fetched, inferred
+    _drain(client, sub, inflight, fetch_pending, progress, results, block_until=0, fetch_block_until=0)
+    return results
+
+
+# -- per-item layout ------------------------------------------------------------------------
+def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
+    cfg = plan.config
+    assert plan.out_dir is not None
+    os.makedirs(plan.out_dir, exist_ok=True)
+    statics = _static_models(plan)
+    progress = Progress(plan.n_items, enabled=cfg.show_progress, client=client, desc="export_batch")
+    skipped: list[dict[str, Any]] = []
+
+    def chunk_iter() -> Iterator[Any]:
+        size = cfg.effective_chunk_size
+        pending: list[tuple[int, str, Any]] = []
+        for i, sp in enumerate(plan.spatials):
+            name = plan.names[i] if plan.names is not None else f"p{i:05d}"
+            if cfg.resume:
+                from rs_embed_dask.export.manifest import item_fingerprint
+
+                prev = item_done(plan.out_dir, name, plan.fmt, item_fingerprint(plan.fingerprint_base, sp), cfg.save_manifest)  # type: ignore[arg-type]
+                if prev is not None:
+                    arr_path, _ = item_paths(plan.out_dir, name, plan.fmt)  # type: ignore[arg-type]
+                    skipped.append({**prev, "point_index": prev.get("point_index", i), "resume_skipped": True, "resume_output_path": arr_path})
+                    progress.skip(1)
+                    continue
+            pending.append((i, name, sp))
+            if len(pending) == size:
+                yield pending[0][0], [p[2] for p in pending], pending
+                pending = []
+        if pending:
+            yield pending[0][0], [p[2] for p in pending], pending
+
+    def submit_write(client: Any, start: int, block: list[Any], fetched: Any, inferred: Any, extra: Any, sub: _Submitter) -> Any:
+        return client.submit(
+            write_chunk_per_item,
+            plan.out_dir,
+            [p[1] for p in extra],
+            [p[0] for p in extra],
+            block,
+            fetched,
+            inferred,
+            models=statics,
+            fmt=plan.fmt,
+            save_inputs=cfg.save_inputs,
+            save_manifest=cfg.save_manifest,
+            backend=plan.backend,
+            device=plan.device,
+            temporal=plan.temporal,
+            output=plan.output,
+            fingerprint_base=plan.fingerprint_base,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.retry_backoff_s,
+            key=sub._key("write", start),
+            pure=False,
+        )
+
+    results = _run_chunks(client, plan, submit_write, chunk_iter(), progress)
+    progress.close()
+    manifests = [m for chunk in results for m in chunk] + skipped
+    return sorted(manifests, key=lambda m: m.get("point_index", 0))
+
+
+# -- combined layouts (npz / netcdf / zarr) -------------------------------------------------------
+def _combined_already_done(plan: ExportPlan) -> dict[str, Any] | None:
+    import json
+
+    assert plan.out_file is not None
+    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
+    sidecar = stem + ".json"
+    if not os.path.exists(plan.out_file) or not os.path.exists(sidecar):
+        return None
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            man = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if man.get("resume_incomplete") or man.get("request_fingerprint") != plan.fingerprint:
+        return None
+    return {**man, "resume_skipped": True, "resume_output_path": plan.out_file}
+
+
+def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
+    return bool(statuses) and all(s is not None and len(s) >= start + n and (s[start : start + n] != 0).all() for s in statuses)
+
+
+def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
+    """Create (or, on resume, reuse) the working store; return the status columns to skip by."""
+    import zarr
+
+    from rs_embed_dask.export.store import read_status
+
+    if os.path.exists(store_path):
+        reuse = False
+        if plan.config.resume:
+            try:
+                attrs = dict(open_root(store_path).attrs).get("rs_embed_dask", {})
+                reuse = attrs.get("request_fingerprint") == plan.fingerprint
+            except Exception:
+                reuse = False
+            if not reuse:
+                warnings.warn(
+                    f"The working store {store_path} was written by a different export request; starting fresh.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        if not reuse:
+            shutil.rmtree(store_path)
+    statuses: list[Any] = []
+    if os.path.exists(store_path):
+        groups = [f"models/{sanitize_key(m.name)}" for m in plan.models] if plan.config.save_embeddings else [f"inputs/{k}" for k in plan.inputs]
+        statuses = [read_status(store_path, g) for g in groups]
+    else:
+        root = zarr.open_group(store_path, mode="w")
+        root.attrs["rs_embed_dask"] = _store_attrs(plan, complete=False, n_items=plan.n_items, manifest={})
+    return statuses
+
+
+def _store_attrs(plan: ExportPlan, *, complete: bool, n_items: int | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    statics = _static_models(plan)
+    return jsonable(
+        {
+            "format_version": 1,
+            "layout": "combined",
+            "n_items": n_items,
+            "chunk_size": plan.config.effective_chunk_size,
+            "complete": complete,
+            "request_fingerprint": plan.fingerprint,
+            "models": [{**s, "key": sanitize_key(s["name"])} for s in statics],
+            "inputs": {k: {"owner": v.owner, "sensor": v.model.sensor, "users": list(v.users)} for k, v in plan.inputs.items()},
+            "temporal": plan.temporal,
+            "output": plan.output,
+            "backend": plan.backend,
+            "device": plan.device,
+            "save_inputs": plan.config.save_inputs,
+            "created_at": utc_timestamp(),
+            "manifest": manifest,
+        }
+    )
+
+
+def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
+    from rs_embed_dask.export.materialize import finalize_combined
+
+    cfg = plan.config
+    assert plan.out_file is not None
+    os.makedirs(os.path.dirname(os.path.abspath(plan.out_file)), exist_ok=True)
+    store_path = _work_store_path(plan)
+    statuses = _prepare_store(plan, store_path)
+    capacity = plan.n_items if plan.n_items is not None else UNBOUNDED
+    model_keys = {m.name: sanitize_key(m.name) for m in plan.models}
+    progress = Progress(plan.n_items, enabled=cfg.show_progress, client=client, desc="export_batch[combined]")
+    counter = {"n": 0}
+
+    def chunk_iter() -> Iterator[Any]:
+        for start, block in _chunks(plan):
+            counter["n"] = start + len(block)
+            if statuses and _chunk_done(statuses, start, len(block)):
+                progress.skip(len(block))
+                continue
+            yield start, block, None
+
+    def submit_write(client: Any, start: int, block: list[Any], fetched: Any, inferred: Any, extra: Any, sub: _Submitter) -> Any:
+        return client.submit(
+            tasks.write_chunk_combined,
+            store_path,
+            start,
+            block,
+            fetched,
+            inferred,
+            model_keys=model_keys,
+            capacity=capacity,
+            chunk_size=cfg.effective_chunk_size,
+            save_inputs=cfg.save_inputs,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.retry_backoff_s,
+            key=sub._key("write", start),
+            pure=False,
+        )
+
+    results = _run_chunks(client, plan, submit_write, chunk_iter(), progress)
+    progress.close()
+    n_items = counter["n"]
+    return finalize_combined(plan, store_path, n_items, stats=results)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return math.ceil(a / b)

@@ -1,0 +1,174 @@
+"""Finish a combined export: manifest from the store, then NPZ / NetCDF in rs-embed's layout.
+
+Arrays stream from the zarr store into the target file chunk by chunk (dask
+arrays over the store), so memory stays at about one chunk whatever the size
+of the export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from rs_embed_dask.export import store as st
+from rs_embed_dask.export.manifest import combined_manifest
+from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
+
+__all__ = ["finalize_combined"]
+
+
+def _col(store_path: str, name: str, n: int) -> np.ndarray:
+    import zarr
+
+    path = os.path.join(store_path, *name.split("/"))
+    if not os.path.exists(os.path.join(path, "zarr.json")):
+        return np.zeros(n, dtype=np.int8) if name.endswith("status") else np.array([""] * n, dtype=object)
+    return np.asarray(zarr.open_array(path, mode="r")[:n])
+
+
+def _dask(store_path: str, name: str) -> Any:
+    import dask.array as da
+
+    return da.from_zarr(os.path.join(store_path, *name.split("/")))
+
+
+def _item(store_path: str, group: str, data_name: str, i: int, status: int) -> Any:
+    if status == st.OK_RAGGED:
+        return _dask(store_path, f"{group}/ragged/{i}")
+    return _dask(store_path, f"{group}/{data_name}")[i]
+
+
+def _inputs(store_path: str, plan: Any, n: int, arrays: dict[str, Any]) -> dict[str, Any]:
+    """Add input arrays; return the manifest ``inputs`` ref per model."""
+    refs: dict[str, Any] = {}
+    for key, spec in plan.inputs.items():
+        if not plan.config.save_inputs:
+            for u in spec.users:
+                refs[u] = None
+            continue
+        group = f"inputs/{key}"
+        status = _col(store_path, f"{group}/status", n)
+        ok = np.flatnonzero(np.isin(status, (st.OK, st.OK_RAGGED)))
+        owner = sanitize_key(spec.owner)
+        ref: dict[str, Any] | None
+        if ok.size == 0:
+            ref = None
+        elif (status[ok] == st.OK_RAGGED).any():
+            keys = []
+            for i in ok:
+                k = f"input_chw__{owner}__{i:05d}"
+                arrays[k] = _item(store_path, group, "data", int(i), int(status[i]))
+                keys.append(k)
+            ref = {"npz_keys": keys}
+        else:
+            data = _dask(store_path, f"{group}/data")[:n]
+            k = f"inputs_bchw__{owner}"
+            if ok.size < n:
+                data = data[ok]
+            arrays[k] = data
+            ref = {"npz_key": k, "shape": list(data.shape), "dtype": str(data.dtype)}
+            if ok.size < n:
+                ref["indices"] = [int(i) for i in ok]
+        for j, u in enumerate(spec.users):
+            refs[u] = None if ref is None else (dict(ref) if j == 0 else {**ref, "dedup_reused": True})
+    return refs
+
+
+def finalize_combined(plan: Any, store_path: str, n: int, *, stats: list[Any]) -> dict[str, Any]:
+    """Write the combined export's files from the working store and return its manifest."""
+    from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
+
+    cfg = plan.config
+    root = st.open_root(store_path, mode="r+")
+    attrs = dict(root.attrs).get("rs_embed_dask", {})
+    if plan.n_items is None:
+        st.resize_items(store_path, n)
+    spatials = [json.loads(s) for s in _col(store_path, "spatials", n)]
+    arrays: dict[str, Any] = {}
+    input_refs = _inputs(store_path, plan, n, arrays)
+    statics = {m["name"]: m for m in attrs.get("models", [])}
+    entries: list[dict[str, Any]] = []
+    for m in plan.models:
+        mkey = sanitize_key(m.name)
+        group = f"models/{mkey}"
+        entry: dict[str, Any] = {
+            "model": m.name,
+            "sensor": jsonable(m.sensor),
+            "status": "ok",
+            "describe": statics.get(m.name, {}).get("describe", {}),
+            "inputs": input_refs.get(m.name),
+        }
+        if not cfg.save_embeddings:
+            entry.update(embeddings=None, metas=None)
+            entries.append(entry)
+            continue
+        status = _col(store_path, f"{group}/status", n)
+        errors = _col(store_path, f"{group}/error", n)
+        metas_raw = _col(store_path, f"{group}/meta", n)
+        ok = np.flatnonzero(np.isin(status, (st.OK, st.OK_RAGGED)))
+        failed = [int(i) for i in np.flatnonzero(~np.isin(status, (st.OK, st.OK_RAGGED)))]
+        if ok.size == n and not (status == st.OK_RAGGED).any():
+            data = _dask(store_path, f"{group}/embeddings")[:n]
+            k = f"embeddings__{mkey}"
+            arrays[k] = data
+            entry["embeddings"] = {"npz_key": k, "shape": list(data.shape), "dtype": "float32"}
+        elif ok.size:
+            keys = []
+            for i in ok:
+                k = f"embedding__{mkey}__{i:05d}"
+                arrays[k] = _item(store_path, group, "embeddings", int(i), int(status[i]))
+                keys.append(k)
+            entry["embeddings"] = {"npz_keys": keys, "indices": [int(i) for i in ok]}
+        else:
+            entry["embeddings"] = None
+        entry["metas"] = [json.loads(s) if s else None for s in metas_raw]
+        entry["status"] = "ok" if not failed else ("failed" if ok.size == 0 else "partial")
+        if failed:
+            entry["failed_indices"] = failed
+            entry["errors_by_index"] = {str(i): str(errors[i]) or "not computed" for i in failed}
+            if ok.size == 0:
+                entry["error"] = str(errors[failed[0]]) or "every item failed"
+        entries.append(entry)
+    prefetch = {
+        k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()
+    }
+    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
+    manifest_path = stem + ".json" if cfg.save_manifest else None
+    man = combined_manifest(
+        created_at=attrs.get("created_at") or utc_timestamp(),
+        backend=plan.backend,
+        device=plan.device,
+        model_entries=entries,
+        n_items=n,
+        temporal=plan.temporal,
+        output=plan.output,
+        spatials=spatials,
+        fingerprint=plan.fingerprint,
+        prefetch=prefetch,
+        manifest_path=manifest_path,
+        array_path=plan.out_file,
+        array_keys=list(arrays),
+        fmt=plan.fmt,
+    )
+    if plan.fmt == "zarr":
+        man["zarr_arrays"] = sorted(
+            f"{g}/{name}" for g in ("models", "inputs") if g in root for name, _ in root[g].groups()
+        )
+        root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable({**man, "models": [{k: v for k, v in e.items() if k != "metas"} for e in entries]})}
+    elif plan.fmt == "netcdf":
+        write_netcdf(
+            plan.out_file,
+            arrays,
+            {"created_at": man["created_at"], "backend": plan.backend, "device": plan.device, "n_items": n},
+        )
+    else:
+        write_npz(plan.out_file, arrays)
+    if manifest_path is not None:
+        write_json(manifest_path, man)
+    if plan.fmt != "zarr":
+        shutil.rmtree(store_path, ignore_errors=True)
+    return man

@@ -1,0 +1,323 @@
+"""Validate an ``export_batch`` request into an :class:`ExportPlan` (client side).
+
+The checks run in rs-embed's order, so the same bad request raises the same
+exception with the same message, before any task is submitted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.export.manifest import fingerprint_payload
+from rs_embed_dask.registry import get_model_class, get_provider_class
+from rs_embed_dask.resolve import ResolvedModel, normalize_spatial, normalize_temporal, resolve_model
+from rs_embed_dask.serialization import jsonable, request_fingerprint, sanitize_key
+from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
+from rs_embed_dask.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
+
+__all__ = ["ExportPlan", "build_plan"]
+
+_EXT = {"npz": ".npz", "netcdf": ".nc", "zarr": ".zarr"}
+_LEGACY_CONFIG_KEYS = {f for f in ExportConfig.__dataclass_fields__ if f != "input_prep"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One distinct fetch (sensor + temporal semantics) shared by the models that use it."""
+
+    key: str
+    owner: str
+    model: ResolvedModel
+    users: tuple[str, ...]
+
+
+@dataclass
+class ExportPlan:
+    """Everything the engine needs, validated and picklable."""
+
+    spatials: Any  # list (validated) or a lazy iterator of validated specs
+    n_items: int | None
+    temporal: Any
+    models: tuple[ResolvedModel, ...]
+    inputs: dict[str, InputSpec]
+    output: OutputSpec
+    config: ExportConfig
+    fmt: str
+    layout: ExportLayout
+    out_file: str | None
+    out_dir: str | None
+    names: tuple[str, ...] | None
+    backend: str
+    device: str
+    input_prep: InputPrepSpec
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    fingerprint_base: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    plugins: dict[str, Any] = field(default_factory=dict)
+
+    def input_key_of(self, model_name: str) -> str | None:
+        """The input key a model reads (``None`` for precomputed products)."""
+        for spec in self.inputs.values():
+            if model_name in spec.users:
+                return spec.key
+        return None
+
+
+def _normalize_target(
+    target: Any,
+    fmt: str,
+    *,
+    out: str | None,
+    layout: str | None,
+    out_dir: str | None,
+    out_path: str | None,
+    names: list[str] | None,
+) -> ExportTarget:
+    legacy = [x is not None for x in (out_dir, out_path)]
+    if target is None:
+        if out is not None or layout is not None:
+            if any(legacy):
+                raise ModelError("Do not mix out+layout with out_dir/out_path; choose one target form.")
+            if out is None or layout is None:
+                raise ModelError("out and layout must be given together (layout='per_item' or 'combined').")
+            lay = str(layout).strip().lower()
+            if lay not in ("per_item", "combined"):
+                raise ModelError(f"layout must be 'per_item' or 'combined'; got {layout!r}")
+            target = (
+                ExportTarget.per_item(out, names=names)
+                if lay == "per_item"
+                else ExportTarget.combined(out)
+            )
+        elif out_dir is not None and out_path is not None:
+            raise ModelError("Pass either out_dir= (per-item files) or out_path= (one file), not both.")
+        elif out_dir is not None:
+            target = ExportTarget.per_item(out_dir, names=names)
+        elif out_path is not None:
+            target = ExportTarget.combined(out_path)
+        else:
+            raise ModelError(
+                "export_batch needs a target: target=ExportTarget.combined(...)/per_item(...), "
+                "out=...+layout=..., out_dir=... or out_path=..."
+            )
+    if not isinstance(target, ExportTarget):
+        raise ModelError("target must be an ExportTarget instance.")
+    if target.layout == ExportLayout.COMBINED:
+        if not target.out_file:
+            raise ModelError("ExportTarget.COMBINED requires out_file.")
+        out_file = str(target.out_file)
+        if not out_file.endswith(_EXT[fmt]):
+            out_file += _EXT[fmt]
+        return ExportTarget(layout=ExportLayout.COMBINED, out_file=out_file)
+    if not target.out_dir:
+        raise ModelError("ExportTarget.PER_ITEM requires out_dir.")
+    if fmt == "zarr":
+        raise ModelError(
+            "format='zarr' writes one store for all ROIs: use ExportTarget.combined('out.zarr'); "
+            "per-item layouts support format 'npz' or 'netcdf'."
+        )
+    return target
+
+
+def _lazy_spatials(it: Iterator[Any]) -> Iterator[Any]:
+    for i, sp in enumerate(it):
+        try:
+            yield normalize_spatial(sp)
+        except (SpecError, ModelError) as exc:
+            raise type(exc)(f"spatials[{i}]: {exc}") from exc
+
+
+def _as_spatials(spatials: Any) -> tuple[Any, int | None]:
+    """Return (validated list or lazy iterator, length if known)."""
+    if hasattr(spatials, "geometry") and hasattr(spatials, "crs"):
+        from rs_embed_dask.export.sources import spatials_from_geodataframe
+
+        spatials = spatials_from_geodataframe(spatials)
+    if isinstance(spatials, (list, tuple)):
+        if isinstance(spatials, tuple) or not spatials:
+            raise ModelError("spatials must be a non-empty list[SpatialSpec].")
+        out = []
+        for i, sp in enumerate(spatials):
+            try:
+                out.append(normalize_spatial(sp))
+            except (SpecError, ModelError) as exc:
+                raise type(exc)(f"spatials[{i}]: {exc}") from exc
+        return out, len(out)
+    if isinstance(spatials, (str, bytes, Mapping)) or not isinstance(spatials, Iterable):
+        raise ModelError("spatials must be a non-empty list[SpatialSpec] or an iterable of them.")
+    it = iter(spatials)
+    first = next(it, None)
+    if first is None:
+        raise ModelError("spatials must be a non-empty list[SpatialSpec].")
+    normalize_spatial(first)  # fail fast on the first item, before any work
+    n = getattr(spatials, "__len__", None)
+    return _lazy_spatials(itertools.chain([first], it)), (int(n()) if callable(n) else None)
+
+
+def _plugins_for(models: tuple[ResolvedModel, ...], backends: set[str]) -> dict[str, Any]:
+    """Runtime-registered classes the workers must know (built-ins are imported by path)."""
+    from rs_embed_dask import registry
+
+    plugins: dict[str, Any] = {}
+    for m in models:
+        if m.canonical in registry._models and not isinstance(registry._models[m.canonical], str):
+            plugins[f"model:{m.canonical}"] = get_model_class(m.canonical)
+    for b in backends:
+        if b in registry._providers and not isinstance(registry._providers[b], str):
+            plugins[f"provider:{b}"] = get_provider_class(b)
+    return plugins
+
+
+def build_plan(
+    *,
+    spatials: Any,
+    temporal: Any,
+    models: Any,
+    target: Any,
+    config: ExportConfig,
+    backend: str,
+    device: str,
+    output: OutputSpec,
+    sensor: SensorSpec | None,
+    fetch: FetchSpec | None,
+    modality: str | None,
+    input_prep: Any,
+    out: str | None = None,
+    layout: str | None = None,
+    out_dir: str | None = None,
+    out_path: str | None = None,
+    names: list[str] | None = None,
+    per_model_sensors: Mapping[str, SensorSpec] | None = None,
+    fmt_override: str | None = None,
+    provider_options: Mapping[str, Any] | None = None,
+) -> ExportPlan:
+    """Validate an export request; raise before anything is scheduled."""
+    items, n_items = _as_spatials(spatials)
+    if not isinstance(config, ExportConfig):
+        raise ModelError(f"config must be an ExportConfig; got {type(config).__name__}")
+    if input_prep is not None and config.input_prep is not None:
+        raise ModelError(
+            "input_prep was passed both as export_batch(input_prep=...) and as "
+            "ExportConfig(input_prep=...); pass it once."
+        )
+    prep_value = input_prep if input_prep is not None else config.input_prep
+    backend = (backend or "auto").strip().lower()
+    device = (device or "auto").strip().lower() or "auto"
+    if fmt_override is not None:
+        from dataclasses import replace
+
+        config = replace(config, format=fmt_override)
+    config.validate()
+    fmt = config.normalized_format
+    target = _normalize_target(
+        target, fmt, out=out, layout=layout, out_dir=out_dir, out_path=out_path, names=names
+    )
+    if target.layout == ExportLayout.PER_ITEM and target.names is not None:
+        if n_items is not None and len(target.names) != n_items:
+            raise ModelError("target.names must have the same length as spatials.")
+        if len(set(target.names)) != len(target.names):
+            dup = sorted({n for n in target.names if target.names.count(n) > 1})
+            raise ModelError(f"target.names must be unique; duplicated: {dup[:10]}")
+        from rs_embed_dask.export.writers import check_item_name
+
+        for nm in target.names:
+            check_item_name(str(target.out_dir), nm)
+    temporal = normalize_temporal(temporal)
+    if not isinstance(output, OutputSpec):
+        raise SpecError(f"output must be an OutputSpec; got {type(output).__name__}")
+    if not isinstance(models, list) or not models:
+        raise ModelError("models must be a non-empty list[str] or list[ExportModelRequest].")
+    requests: list[ExportModelRequest] = []
+    for m in models:
+        if isinstance(m, str):
+            requests.append(ExportModelRequest(name=m))
+        elif isinstance(m, ExportModelRequest):
+            requests.append(m)
+        else:
+            raise ModelError("models entries must be strings or ExportModelRequest instances.")
+    seen: dict[str, list[str]] = {}
+    for r in requests:
+        seen.setdefault(sanitize_key(r.name), []).append(r.name)
+    dups = {k: v for k, v in seen.items() if len(v) > 1}
+    if dups:
+        desc = "; ".join(f"{k!r} <- {v}" for k, v in dups.items())
+        raise ModelError(f"Duplicate model name(s) in export request: {desc}. Each model may appear once.")
+    prep = resolve_input_prep(prep_value)
+    resolved: list[ResolvedModel] = []
+    for r in requests:
+        cls = get_model_class(r.name)
+        if getattr(cls, "manages_own_input_prep", False) and prep_value not in (None, "resize"):
+            warnings.warn(f"Model {r.name!r} manages its own input preparation; input_prep is ignored.", UserWarning, stacklevel=3)
+        r_sensor = r.sensor if r.sensor is not None else (per_model_sensors or {}).get(r.name)
+        r_fetch = r.fetch
+        if r_sensor is None and r_fetch is None:
+            r_sensor, r_fetch = sensor, fetch
+        resolved.append(
+            resolve_model(
+                r.name,
+                backend=backend,
+                sensor=r_sensor,
+                fetch=r_fetch,
+                modality=r.modality if r.modality is not None else modality,
+                model_config=r.model_config,
+                output_mode=output.mode,
+            )
+        )
+    models_t = tuple(resolved)
+    if temporal is None and any(not m.is_precomputed for m in models_t):
+        from rs_embed_dask.resolve import default_temporal
+
+        temporal = default_temporal(models_t[0].name)
+    inputs: dict[str, InputSpec] = {}
+    for m in models_t:
+        key = m.input_key
+        if key is None:
+            continue
+        if key in inputs:
+            prev = inputs[key]
+            inputs[key] = InputSpec(key=key, owner=prev.owner, model=prev.model, users=(*prev.users, m.name))
+        else:
+            inputs[key] = InputSpec(key=key, owner=m.name, model=m, users=(m.name,))
+    base = fingerprint_payload(
+        models=models_t,
+        temporal=temporal,
+        output=output,
+        fmt=fmt,
+        save_inputs=config.save_inputs,
+        save_embeddings=config.save_embeddings,
+        input_prep=prep,
+    )
+    if target.layout == ExportLayout.COMBINED:
+        if isinstance(items, list):
+            fp = request_fingerprint({**base, "spatials": [jsonable(s) for s in items]})
+        else:
+            fp = request_fingerprint({**base, "spatials": "streamed"})
+    else:
+        fp = request_fingerprint(base)
+    backends = {m.backend for m in models_t}
+    return ExportPlan(
+        spatials=items,
+        n_items=n_items,
+        temporal=temporal,
+        models=models_t,
+        inputs=inputs,
+        output=output,
+        config=config,
+        fmt=fmt,
+        layout=target.layout,
+        out_file=os.fspath(target.out_file) if target.out_file else None,
+        out_dir=os.fspath(target.out_dir) if target.out_dir else None,
+        names=target.names,
+        backend=backend,
+        device=device,
+        input_prep=prep,
+        provider_options=dict(provider_options or {}),
+        fingerprint_base=base,
+        fingerprint=fp,
+        plugins=_plugins_for(models_t, backends),
+    )

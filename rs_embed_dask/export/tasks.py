@@ -1,0 +1,330 @@
+"""The functions the export graph runs on the workers: fetch, infer, write.
+
+Each takes plain values (specs, names, paths) and returns plain values; the
+model and the provider are looked up in the worker process's cache, so they
+are built once per process and never travel through the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rs_embed_dask.errors import ModelError, ProviderError
+from rs_embed_dask.export import store as st
+from rs_embed_dask.pipeline import embed_batch, fetch_input, run_with_retry
+from rs_embed_dask.resolve import ResolvedModel, get_embedder
+from rs_embed_dask.serialization import jsonable
+
+__all__ = ["ChunkEmbeddings", "ChunkInputs", "fetch_chunk", "infer_chunk", "write_chunk_combined"]
+
+
+@dataclass
+class ChunkInputs:
+    """Fetched inputs of one chunk for one input key (``None`` where the fetch failed)."""
+
+    key: str
+    data: list[np.ndarray | None]
+    meta: list[dict[str, Any] | None]
+    errors: list[str | None]
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass
+class ChunkEmbeddings:
+    """Embeddings of one chunk for one model (``None`` where it failed)."""
+
+    model: str
+    data: list[np.ndarray | None]
+    meta: list[dict[str, Any] | None]
+    errors: list[str | None]
+    pid: int = field(default_factory=os.getpid)
+
+
+def ensure_plugins(plugins: dict[str, Any]) -> None:
+    """Register classes that were registered at run time on the client."""
+    from rs_embed_dask import registry
+
+    for ref, cls in plugins.items():
+        kind, _, name = ref.partition(":")
+        target = registry._models if kind == "model" else registry._providers
+        if name not in target or isinstance(target[name], str):
+            target[name] = cls
+
+
+class _NullLease:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def fetch_chunk(
+    model: ResolvedModel,
+    key: str,
+    spatials: list[Any],
+    temporal: Any,
+    *,
+    provider_options: dict[str, Any],
+    max_retries: int,
+    backoff_s: float,
+    continue_on_error: bool,
+    semaphore: Any = None,
+    threads: int = 8,
+    plugins: dict[str, Any] | None = None,
+) -> ChunkInputs:
+    """Fetch every ROI of a chunk for one input key, ``threads`` at a time."""
+    ensure_plugins(plugins or {})
+
+    def one(sp: Any) -> Any:
+        def call() -> Any:
+            with semaphore if semaphore is not None else _NullLease():
+                return fetch_input(model, sp, temporal, provider_options=provider_options)
+
+        return run_with_retry(call, retries=max_retries, backoff_s=backoff_s)
+
+    data: list[np.ndarray | None] = [None] * len(spatials)
+    meta: list[dict[str, Any] | None] = [None] * len(spatials)
+    errors: list[str | None] = [None] * len(spatials)
+
+    def run(i: int) -> None:
+        try:
+            fr = one(spatials[i])
+        except Exception as exc:
+            if not continue_on_error:
+                if isinstance(exc, ModelError):
+                    raise
+                raise ModelError(str(exc)) from exc
+            errors[i] = repr(exc)
+            return
+        data[i] = fr.data
+        meta[i] = jsonable(fr.meta)
+
+    n_threads = max(1, min(threads, len(spatials)))
+    if n_threads == 1:
+        for i in range(len(spatials)):
+            run(i)
+    else:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            for fut in [pool.submit(run, i) for i in range(len(spatials))]:
+                fut.result()
+    return ChunkInputs(key=key, data=data, meta=meta, errors=errors)
+
+
+def infer_chunk(
+    model: ResolvedModel,
+    inputs: ChunkInputs | None,
+    spatials: list[Any],
+    temporal: Any,
+    *,
+    start: int,
+    output: Any,
+    device: str,
+    input_prep: Any,
+    batch_size: int,
+    max_retries: int,
+    backoff_s: float,
+    continue_on_error: bool,
+    plugins: dict[str, Any] | None = None,
+) -> ChunkEmbeddings:
+    """Embed a chunk with the worker-resident model; per-item errors with ``continue_on_error``."""
+    ensure_plugins(plugins or {})
+    n = len(spatials)
+    data: list[np.ndarray | None] = [None] * n
+    meta: list[dict[str, Any] | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    todo: list[int] = []
+    for i in range(n):
+        if inputs is not None and inputs.data[i] is None:
+            errors[i] = repr(
+                ProviderError(
+                    f"Prefetch previously failed for model={model.name}, index={start + i}, "
+                    f"sensor={inputs.key}: {inputs.errors[i]}"
+                )
+            )
+        else:
+            todo.append(i)
+
+    def run(idx: list[int]) -> list[Any]:
+        if model.is_precomputed:
+            emb = get_embedder(model.canonical, model.config_dict, device)
+            return run_with_retry(
+                lambda: emb.embed_spatials(
+                    [spatials[i] for i in idx], temporal=temporal, output=output, sensor=model.sensor
+                ),
+                retries=max_retries,
+                backoff_s=backoff_s,
+            )
+        assert inputs is not None
+        contexts = [
+            {"spatial": spatials[i], "temporal": temporal, "sensor": model.sensor, "fetch_meta": inputs.meta[i]}
+            for i in idx
+        ]
+        return run_with_retry(
+            lambda: embed_batch(
+                model,
+                [inputs.data[i] for i in idx],  # type: ignore[misc]
+                output=output,
+                contexts=contexts,
+                device=device,
+                input_prep=input_prep,
+                batch_size=batch_size,
+            ),
+            retries=max_retries,
+            backoff_s=backoff_s,
+        )
+
+    def store(idx: list[int], embs: list[Any]) -> None:
+        for i, e in zip(idx, embs, strict=True):
+            data[i] = np.asarray(e.to_numpy(), dtype=np.float32)
+            meta[i] = jsonable(e.meta)
+
+    if todo:
+        try:
+            store(todo, run(todo))
+        except Exception as exc:
+            if not continue_on_error:
+                raise
+            if len(todo) == 1:
+                errors[todo[0]] = repr(exc)
+            else:  # find the items that fail, one by one
+                for i in todo:
+                    try:
+                        store([i], run([i]))
+                    except Exception as exc_i:
+                        errors[i] = repr(exc_i)
+    if not continue_on_error:
+        for i, err in enumerate(errors):
+            if err is not None:
+                raise ModelError(err)
+    return ChunkEmbeddings(model=model.name, data=data, meta=meta, errors=errors)
+
+
+def _column(values: list[np.ndarray | None], statuses: np.ndarray) -> tuple[tuple[int, ...] | None, list[int]]:
+    """Dense item shape (that of the first ok value) and the indices that are ragged."""
+    shape: tuple[int, ...] | None = None
+    ragged: list[int] = []
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if shape is None:
+            shape = tuple(v.shape)
+        elif tuple(v.shape) != shape:
+            ragged.append(i)
+    return shape, ragged
+
+
+def _write_group(
+    store_path: str,
+    group: str,
+    start: int,
+    values: list[np.ndarray | None],
+    metas: list[dict[str, Any] | None],
+    errors: list[str | None],
+    *,
+    capacity: int,
+    chunk_size: int,
+    write_data: bool,
+) -> np.ndarray:
+    n = len(values)
+    status = np.array([st.FAILED if v is None else st.OK for v in values], dtype=np.int8)
+    if write_data:
+        shape, _ = _column(values, status)
+        dense_shape = shape
+        if dense_shape is not None:
+            arr = st.ensure_array(
+                store_path,
+                f"{group}/data" if group.startswith("inputs/") else f"{group}/embeddings",
+                item_shape=dense_shape,
+                capacity=capacity,
+                chunk_size=chunk_size,
+                dtype=np.float32,
+                fill_value=np.nan,
+            )
+            dense_shape = tuple(arr.shape[1:])
+            block = np.full((n, *dense_shape), np.nan, dtype=np.float32)
+            for i, v in enumerate(values):
+                if v is None:
+                    continue
+                if tuple(v.shape) == dense_shape:
+                    block[i] = v
+                else:
+                    st.write_ragged(store_path, group, start + i, np.asarray(v, dtype=np.float32))
+                    status[i] = st.OK_RAGGED
+            arr[start : start + n] = block
+    kw = {"capacity": capacity, "chunk_size": chunk_size, "fill_value": ""}
+    st.write_column(
+        store_path, f"{group}/error", start, np.array([e or "" for e in errors], dtype=object), **kw
+    )
+    st.write_column(
+        store_path,
+        f"{group}/meta",
+        start,
+        np.array(["" if m is None else json.dumps(m) for m in metas], dtype=object),
+        **kw,
+    )
+    return status
+
+
+def write_chunk_combined(
+    store_path: str,
+    start: int,
+    spatials: list[Any],
+    inputs: dict[str, ChunkInputs],
+    embeddings: dict[str, ChunkEmbeddings],
+    *,
+    model_keys: dict[str, str],
+    capacity: int,
+    chunk_size: int,
+    save_inputs: bool,
+    max_retries: int = 0,
+    backoff_s: float = 0.0,
+) -> dict[str, Any]:
+    """Write one chunk's region of the store; statuses last (they mark the chunk done)."""
+
+    def write() -> dict[str, Any]:
+        n = len(spatials)
+        kw = {"capacity": capacity, "chunk_size": chunk_size}
+        centres = np.array([sp.center for sp in spatials], dtype=np.float64)
+        st.write_column(store_path, "lon", start, centres[:, 0], fill_value=np.nan, **kw)
+        st.write_column(store_path, "lat", start, centres[:, 1], fill_value=np.nan, **kw)
+        st.write_column(
+            store_path,
+            "spatials",
+            start,
+            np.array([json.dumps(jsonable(sp)) for sp in spatials], dtype=object),
+            fill_value="",
+            **kw,
+        )
+        statuses: dict[str, np.ndarray] = {}
+        for key, ci in inputs.items():
+            statuses[f"inputs/{key}"] = _write_group(
+                store_path, f"inputs/{key}", start, ci.data, ci.meta, ci.errors,
+                write_data=save_inputs, **kw,
+            )  # fmt: skip
+        for name, ce in embeddings.items():
+            statuses[f"models/{model_keys[name]}"] = _write_group(
+                store_path, f"models/{model_keys[name]}", start, ce.data, ce.meta, ce.errors,
+                write_data=True, **kw,
+            )  # fmt: skip
+        for group, status in statuses.items():
+            st.write_column(store_path, f"{group}/status", start, status, fill_value=0, **kw)
+        return {
+            "start": start,
+            "n": n,
+            "failed": {
+                name: int(sum(e is not None for e in ce.errors)) for name, ce in embeddings.items()
+            },
+            "fetch_failed": int(
+                sum(any(ci.errors[i] is not None for ci in inputs.values()) for i in range(n))
+            ),
+            "pids": sorted({ci.pid for ci in inputs.values()} | {ce.pid for ce in embeddings.values()}),
+        }
+
+    return run_with_retry(write, retries=max_retries, backoff_s=backoff_s)
