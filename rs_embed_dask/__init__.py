@@ -10,8 +10,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from rs_embed_dask.api import get_embedding, get_embeddings_batch
-from rs_embed_dask.export.batch import export_batch, export_npz
 from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecError
+from rs_embed_dask.export.batch import export_batch, export_npz
 from rs_embed_dask.registry import (
     describe_model,
     list_models,

@@ -17,6 +17,7 @@ from rs_embed_dask.registry import get_model_class
 from rs_embed_dask.resolve import (
     default_temporal,
     get_embedder,
+    get_provider,
     normalize_spatial,
     normalize_temporal,
     resolve_model,
@@ -162,7 +163,10 @@ def _run(
     input_prep: InputPrepSpec | str | None,
     model_kwargs: dict[str, Any],
 ) -> list[Embedding]:
-    cls = get_model_class(model)
+    try:
+        cls: Any = get_model_class(model)
+    except ModelError:  # reported after spec validation, in rs-embed's check order
+        cls = None
     if getattr(cls, "manages_own_input_prep", False) and input_prep not in (None, "resize"):
         warnings.warn(f"Model {model!r} manages its own input preparation; input_prep is ignored.", UserWarning, stacklevel=3)
     rois = [normalize_spatial(s) for s in spatials]
@@ -183,6 +187,9 @@ def _run(
         return list(embedder.embed_spatials(rois, temporal=temporal, output=output, sensor=rm.sensor))
     if temporal is None:
         temporal = default_temporal(model)
+    # initialise the provider here so that set-up failures surface as ProviderError
+    # (per-ROI fetch failures below become ModelError, as in rs-embed)
+    get_provider(rm.backend)
 
     def _fetch(sp: Any) -> Any:
         try:

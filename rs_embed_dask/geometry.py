@@ -171,8 +171,18 @@ class GridWindow:
         }
 
 
-def _first_index(v: float) -> int:
-    return math.ceil(round(v, 9) - _EPS)
+#: ROI edges closer than this (EPSG:3857 metres) to a pixel centre count as on it.
+#: Lon/lat -> metre round trips carry errors of ~1e-8 m at the world's edge, which
+#: a fixed tolerance in *pixels* (1e-9) does not absorb at fine scales (0.3 m).
+_EDGE_TOL_M = 1e-6
+
+
+def _first_index(v: float, tol: float) -> int:
+    """Smallest integer ``>= v``, treating ``v`` within ``tol`` of an integer as that integer."""
+    k = round(v)
+    if abs(v - k) <= tol:
+        return int(k)
+    return math.ceil(v)
 
 
 def grid_window(spatial: SpatialSpec, scale_m: float) -> GridWindow:
@@ -194,12 +204,13 @@ def grid_window(spatial: SpatialSpec, scale_m: float) -> GridWindow:
         raise SpecError(f"scale_m must be a positive number; got {scale_m!r}.")
     s = float(scale_m)
     minx, miny, maxx, maxy = mercator_bounds(spatial)
+    tol = max(_EPS, _EDGE_TOL_M / s)
     # column c is inside when minx <= (c + 0.5) s < maxx
-    c0 = _first_index(minx / s - 0.5)
-    c1 = _first_index(maxx / s - 0.5)
+    c0 = _first_index(minx / s - 0.5, tol)
+    c1 = _first_index(maxx / s - 0.5, tol)
     # row r (centre y = -(r + 0.5) s) is inside when miny < y <= maxy
-    r0 = _first_index(-maxy / s - 0.5)
-    r1 = _first_index(-miny / s - 0.5)
+    r0 = _first_index(-maxy / s - 0.5, tol)
+    r1 = _first_index(-miny / s - 0.5, tol)
     if c1 <= c0:
         c0 = math.floor((minx + maxx) / 2.0 / s)
         c1 = c0 + 1
@@ -256,7 +267,15 @@ def split_window(
     -------
     list of list of GridWindow
         ``parts[i][j]`` is the i-th band of rows (north to south), j-th column.
+
+    Raises
+    ------
+    SpecError
+        When a limit is below 1 (no split could satisfy it).
     """
+    for label, limit in (("max_pixels", max_pixels), ("max_side", max_side)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise SpecError(f"split_window {label} must be None or an integer >= 1; got {limit!r}.")
     ny = nx = 1
     while True:
         th = math.ceil(window.height / ny)

@@ -74,12 +74,19 @@ def _load_entry_points() -> None:
 def _resolve(ref: Any, kind: str, name: str) -> Any:
     if not isinstance(ref, str):
         return ref
+    err = ModelError if kind == "model" else ProviderError
     module, _, attr = ref.partition(":")
     try:
         obj = getattr(importlib.import_module(module), attr)
     except Exception as exc:
-        err = ModelError if kind == "model" else ProviderError
         raise err(f"The {kind} {name!r} could not be imported from {ref}: {exc!r}") from exc
+    # entry points are not checked at registration time: check the class here
+    if kind == "model":
+        from rs_embed_dask.models.base import Embedder as base
+    else:
+        from rs_embed_dask.providers.base import Provider as base  # type: ignore[assignment]
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise err(f"The {kind} {name!r} ({ref}) is not a subclass of {base.__module__}.{base.__name__}.")
     return obj
 
 

@@ -90,8 +90,15 @@ def resolve_backend(backend: str | None, describe: Mapping[str, Any]) -> str:
     ``"auto"`` becomes ``$RS_EMBED_DEFAULT_PROVIDER`` (else ``"gee"``) for
     provider-backed models and stays ``"auto"`` for precomputed products that
     are their own source.
+
+    Raises
+    ------
+    ProviderError
+        When an explicitly named provider is not registered.
+    ModelError
+        When the model does not support the backend.
     """
-    b = (backend or "auto").strip().lower()
+    b = str(backend or "auto").strip().lower()
     kinds = [str(k).lower() for k in describe.get("backend", ["provider"])]
     model_id = describe.get("model", "?")
     if b == "auto":
@@ -177,6 +184,7 @@ def resolve_model(
     canonical = canonical_model_name(name)
     cls = get_model_class(name)
     embedder = cls(model_config)  # unknown model_config keys -> ModelError
+    cls.check_available()  # missing optional dependency -> ModelError with the pip command
     desc = dict(embedder.describe())
     desc.setdefault("model", canonical)
     resolved_backend = resolve_backend(backend, desc)
@@ -186,11 +194,15 @@ def resolve_model(
             f"Supported: {desc.get('output')}"
         )
     mod = _norm_modality(modality)
-    if sensor is not None and sensor.modality is not None and mod is not None:
-        if _norm_modality(sensor.modality) != mod:
-            raise ModelError(
-                f"Conflicting modality values: sensor.modality={sensor.modality!r} vs modality={modality!r}."
-            )
+    if (
+        sensor is not None
+        and sensor.modality is not None
+        and mod is not None
+        and _norm_modality(sensor.modality) != mod
+    ):
+        raise ModelError(
+            f"Conflicting modality values: sensor.modality={sensor.modality!r} vs modality={modality!r}."
+        )
     allowed = {_norm_modality(m) for m in (desc.get("modalities") or [])}
     default_mod = _norm_modality((desc.get("defaults") or {}).get("modality"))
     if mod is not None and mod not in allowed and mod != default_mod:
@@ -248,6 +260,7 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
             return emb
         cls = get_model_class(name)
         emb = cls(dict(model_config or {}))
+        cls.check_available()
         emb.load(dev)
         LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1
         _EMBEDDERS[key] = emb

@@ -10,6 +10,8 @@ scheduled.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from typing import Any, ClassVar, Literal
@@ -32,6 +34,11 @@ WGS84 = "EPSG:4326"
 
 def _crs_is_wgs84(crs: str) -> bool:
     return str(crs).strip().upper() in {"EPSG:4326", "WGS84", "OGC:CRS84"}
+
+
+def _is_finite_number(v: Any) -> bool:
+    """``True`` for finite real numbers, numpy scalars included (``bool`` excluded)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_crs(crs: str) -> Any:
@@ -72,7 +79,7 @@ class BBox:
     def validate(self) -> None:
         """Raise :class:`SpecError` when the box is not usable."""
         vals = (self.minlon, self.minlat, self.maxlon, self.maxlat)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+        if not all(_is_finite_number(v) for v in vals):
             raise SpecError(f"BBox bounds must be finite numbers; got {vals}.")
         if not _crs_is_wgs84(self.crs):
             _check_crs(self.crs)
@@ -134,7 +141,7 @@ class PointBuffer:
     def validate(self) -> None:
         """Raise :class:`SpecError` when the point or buffer is not usable."""
         vals = (self.lon, self.lat, self.buffer_m)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+        if not all(_is_finite_number(v) for v in vals):
             raise SpecError(f"PointBuffer lon, lat and buffer_m must be finite numbers; got {vals}.")
         if self.buffer_m <= 0:
             raise SpecError("buffer_m must be positive.")
@@ -399,19 +406,29 @@ class InputPrepSpec:
         """Raise :class:`ModelError` as rs-embed's resolution does."""
         if self.mode not in _PREP_MODES:
             raise ModelError(f"input_prep mode must be one of {list(_PREP_MODES)}, got {self.mode!r}")
-        if self.tile_size is not None and int(self.tile_size) <= 0:
-            raise ModelError(f"input_prep tile_size must be positive, got {self.tile_size!r}")
-        if self.tile_stride is not None and int(self.tile_stride) <= 0:
-            raise ModelError(f"input_prep tile_stride must be positive, got {self.tile_stride!r}")
+        for name in ("tile_size", "tile_stride"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            try:
+                ok = not isinstance(v, bool) and int(v) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ModelError(f"input_prep {name} must be positive, got {v!r}")
 
 
 def resolve_input_prep(value: InputPrepSpec | str | None) -> InputPrepSpec:
     """Normalise ``None`` / ``"auto"|"resize"|"tile"`` / a spec into a spec.
 
+    The environment variable ``RS_EMBED_TILE_SNAP_FRAC`` (a float in
+    ``[0, 0.5]``) overrides ``tile_snap_frac``, as in rs-embed.
+
     Raises
     ------
     ModelError
-        For an unknown string or invalid tile fields.
+        For an unknown string, invalid tile fields or an invalid
+        ``RS_EMBED_TILE_SNAP_FRAC``.
     """
     if value is None:
         spec = InputPrepSpec()
@@ -428,6 +445,15 @@ def resolve_input_prep(value: InputPrepSpec | str | None) -> InputPrepSpec:
             f"got {type(value).__name__}"
         )
     spec.validate()
+    env = os.environ.get("RS_EMBED_TILE_SNAP_FRAC")
+    if env is not None and env.strip():
+        try:
+            frac = float(env)
+        except ValueError:
+            frac = math.nan
+        if not 0.0 <= frac <= 0.5:
+            raise ModelError(f"RS_EMBED_TILE_SNAP_FRAC must be a float in [0, 0.5], got {env!r}")
+        spec = replace(spec, tile_snap_frac=frac)
     return spec
 
 

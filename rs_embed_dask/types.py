@@ -25,7 +25,7 @@ __all__ = [
 EXPORT_FORMATS: tuple[str, ...] = ("npz", "netcdf", "zarr")
 
 
-class ExportLayout(str, Enum):
+class ExportLayout(str, Enum):  # noqa: UP042 - StrEnum would change str(member) that writers may use
     """One file for all ROIs (``combined``) or one file per ROI (``per_item``)."""
 
     COMBINED = "combined"
@@ -201,6 +201,22 @@ class Embedding:
 
     data: Any
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        # the generated dataclass __eq__ compares arrays with ``==`` and raises
+        # "truth value of an array is ambiguous"; compare values, dtype and shape.
+        if not isinstance(other, Embedding):
+            return NotImplemented
+        a = np.asarray(getattr(self.data, "values", self.data))
+        b = np.asarray(getattr(other.data, "values", other.data))
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return False
+        if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
+            return False
+        try:
+            return bool(self.meta == other.meta)
+        except ValueError:  # arrays inside meta
+            return False
 
     def to_numpy(self) -> np.ndarray:
         """The values as a float32 numpy array."""

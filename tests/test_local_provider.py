@@ -24,8 +24,8 @@ from rs_embed_dask.providers.synthetic import SyntheticProvider  # noqa: E402
 from rs_embed_dask.specs import PointBuffer, SensorSpec, TemporalSpec  # noqa: E402
 
 BANDS = ("B2", "B3", "B4", "B8")
-# |lat| > 30 keeps the synthetic world a pure function of the pixel centre
-# (its seasonal amplitude saturates), so sub-windows of a big patch are exact.
+# The synthetic world is a pure function of the pixel centre (and dates), so a
+# sub-window of a big patch equals the patch of the smaller ROI exactly.
 ROI = PointBuffer(121.5, 45.0, 320)
 BIG = PointBuffer(121.5, 45.0, 1200)
 SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")
@@ -121,6 +121,22 @@ def test_utm_synthetic_scene_round_trips_plausibly(tmp_path, sensor, big_patch):
     assert np.mean(np.abs(got - ref) / ref) < 0.05
 
 
+def test_downsampling_reads_the_whole_kernel_footprint(tmp_path, sensor, big_patch):
+    # 10 m source on an 80 m grid: a cubic kernel spans 2 x 8 source pixels each side of a centre
+    from rasterio.warp import Resampling, reproject
+
+    data, win = big_patch
+    path = write_tif(tmp_path / "big.tif", data, win.transform)
+    coarse = SensorSpec(collection="x", bands=BANDS, scale_m=80)
+    dst = grid_window(ROI, 80)
+    for resampling in ("bilinear", "cubic", "average"):
+        ref = np.full((4, *dst.shape), np.nan, np.float32)
+        reproject(data, ref, src_transform=win.transform, src_crs="EPSG:3857", dst_transform=dst.transform,
+                  dst_crs="EPSG:3857", resampling=Resampling[resampling])  # fmt: skip
+        got = LocalProvider(path=path, resampling=resampling).fetch(ROI, None, coarse).data
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
 def test_wgs84_raster_partially_outside_is_filled(tmp_path, sensor):
     # covers only the western half of the ROI: the eastern half gets fill_value
     w = grid_window(ROI, 10)
@@ -192,8 +208,13 @@ def test_bands_by_case_insensitive_name_or_1_based_index(tmp_path, sensor):
 def test_bad_options_and_no_rasters(tmp_path, sensor):
     with pytest.raises(ProviderError, match="resampling"):
         LocalProvider(resampling="fancy")
+    prov = LocalProvider(path=str(tmp_path / "*.tif"))
     with pytest.raises(ProviderError, match="found no rasters"):
-        LocalProvider(path=str(tmp_path / "*.tif")).fetch(ROI, None, sensor)
+        prov.fetch(ROI, None, sensor)
+    # a miss is not cached: files that appear later are found (and pathlib paths work)
+    write_tif(tmp_path / "late.tif", np.ones((4, 4, 4), np.float32), grid_window(ROI, 10).transform)
+    assert prov.sources() == [str(tmp_path / "late.tif")]
+    assert LocalProvider(path=tmp_path / "late.tif").sources() == [str(tmp_path / "late.tif")]
     with pytest.raises(ProviderError, match="found no rasters"):
         LocalProvider().fetch(ROI, None, SensorSpec(collection="COPERNICUS/S2_SR_HARMONIZED", bands=BANDS))
 
@@ -215,6 +236,12 @@ def test_directory_of_four_tiles_equals_the_single_big_file(tmp_path, sensor, bi
     centre = PointBuffer(121.5, 45.0, 500)  # straddles all four tiles
     np.testing.assert_array_equal(four.fetch(centre, None, sensor).data, one.fetch(centre, None, sensor).data)
     np.testing.assert_array_equal(four.fetch(centre, None, sensor).data, synthetic(centre, sensor))
+    # kernels see across seams: bilinear/cubic at another scale match the single file too
+    for resampling in ("bilinear", "cubic"):
+        s15 = SensorSpec(collection="x", bands=BANDS, scale_m=15)
+        a = LocalProvider(path=big, resampling=resampling).fetch(centre, None, s15).data
+        b = LocalProvider(path=str(tiles), resampling=resampling).fetch(centre, None, s15).data
+        np.testing.assert_array_equal(a, b)
     # a ROI inside one quadrant opens only that tile
     x0, y0, x1, y1 = win.bounds
     from rs_embed_dask.geometry import mercator_to_lonlat

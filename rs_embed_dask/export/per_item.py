@@ -143,7 +143,12 @@ def write_chunk_per_item(
             manifest_path=json_path if save_manifest else None,
         )
 
-        def write(arrays: dict[str, np.ndarray] = arrays, man: dict[str, Any] = man) -> None:
+        def write(
+            arrays: dict[str, np.ndarray] = arrays,
+            man: dict[str, Any] = man,
+            arr_path: str = arr_path,
+            json_path: str = json_path,
+        ) -> None:
             if fmt == "netcdf":
                 write_netcdf(
                     arr_path,

@@ -12,6 +12,7 @@ still lazy :class:`xarray.Dataset`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ __all__ = [
     "ExportResult",
     "LazyJSONList",
     "ModelResult",
+    "parse_timestamp",
     "spatial_centre",
 ]
 
@@ -252,9 +254,7 @@ def parse_timestamp(text: Any) -> datetime | None:
     """Parse rs-embed timestamps, tolerating its ``+00:00Z`` suffix."""
     if not isinstance(text, str) or not text:
         return None
-    t = text.strip()
-    if t.endswith("Z"):
-        t = t[:-1] if ("+" in t[10:] or t[10:].count("-") > 0) else t[:-1] + "+00:00"
+    t = re.sub(r"([+-]\d\d:\d\d)Z$", r"\1", text.strip())
     try:
         return datetime.fromisoformat(t)
     except ValueError:

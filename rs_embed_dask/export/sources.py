@@ -12,9 +12,11 @@ __all__ = ["spatials_from_geodataframe"]
 
 
 def spatials_from_geodataframe(gdf: Any, *, buffer_m: float | None = None) -> list[Any]:
-    """One ROI per row: points become ``PointBuffer`` (needs a ``buffer_m`` column or
-    argument), other geometries their bounding ``BBox``; coordinates are converted
-    from the frame's CRS to EPSG:4326.
+    """One ROI per row of a GeoDataFrame.
+
+    Points become ``PointBuffer`` (needs a ``buffer_m`` column or argument),
+    other geometries their bounding ``BBox``; coordinates are converted from
+    the frame's CRS to EPSG:4326.
     """
     if gdf.crs is None:
         raise SpecError("The GeoDataFrame has no CRS; set one with gdf.set_crs(...).")

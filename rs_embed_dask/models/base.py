@@ -77,14 +77,11 @@ class Embedder:
         cfg = dict(model_config or {})
         unknown = sorted(set(cfg) - set(self.config_keys))
         if unknown:
-            if not self.config_keys:
-                raise ModelError(
-                    f"Model {self.name} does not accept model-specific keyword arguments for "
-                    f"get_embedding(); got keys {unknown}."
-                )
+            # rs-embed's message, whether or not the model accepts other keys
+            allowed = f" Allowed keys: {sorted(self.config_keys)}." if self.config_keys else ""
             raise ModelError(
-                f"Model {self.name} does not accept model_config keys {unknown}; "
-                f"allowed: {sorted(self.config_keys)}."
+                f"Model {self.name} does not accept model-specific keyword arguments for "
+                f"get_embedding(); got keys {unknown}.{allowed}"
             )
         self.model_config = cfg
         self.device = "cpu"
@@ -256,10 +253,7 @@ class TorchEmbedder(Embedder):
             for shape, idx in groups.items():
                 batch = np.stack([np.asarray(inputs[i], dtype=np.float32) for i in idx])
                 t = torch.from_numpy(batch)
-                if dev.type == "cuda":
-                    t = t.pin_memory().to(dev, non_blocking=True)
-                else:
-                    t = t.to(dev)
+                t = t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
                 x = self.preprocess(t)
                 if output.mode == "pooled":
                     out = self.forward_pooled(x, output.pooling)

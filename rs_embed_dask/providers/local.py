@@ -13,14 +13,17 @@ recursively for rasters (``.tif .tiff .vrt .jp2 .img .nc .nc4 .zarr``); a
 ``.zarr`` directory is one cube.  GDAL rasters are opened lazily with
 :func:`rioxarray.open_rasterio` (lock-free, one handle per thread) and NetCDF /
 zarr cubes with :func:`xarray.open_dataset`; only the source pixels under the
-requested window (plus a 3-pixel margin for the resampling kernel) are read,
-then reprojected with ``rio.reproject`` onto the window's EPSG:3857 grid.
+requested window (plus a margin for the resampling kernel) are read, then
+reprojected with ``rio.reproject`` onto the window's EPSG:3857 grid.
 
-Tiles are mosaicked by reprojecting every tile whose footprint intersects the
-window and taking the first valid pixel (tiles in path order), which needs no
-VRT and lets tiles differ in CRS.  Acquisition dates come from the file name
-(``20220615``, ``2022-06-15`` or ``2022_06_15``) or a cube's ``time``
-dimension; a frame whose date falls in the requested ``[start, end)`` is used,
+Tiles whose footprint intersects the window are read (their headers are
+scanned first, once); those of one date and CRS are merged with
+:func:`rioxarray.merge.merge_arrays` (first valid pixel, path order) and
+reprojected once, so kernels see across tile seams as with a VRT; tiles in
+different CRSs are reprojected separately and stacked first-valid.
+
+Acquisition dates come from the file name (``20220615``, ``2022-06-15`` or
+``2022_06_15``) or a cube's ``time`` dimension; a frame whose date falls in the requested ``[start, end)`` is used,
 dateless files are timeless and used for every time window.  Frames are
 combined per ``SensorSpec.composite``: ``"median"`` (per-pixel median of valid
 values) or ``"mosaic"`` (latest valid pixel on top, timeless files at the
@@ -56,7 +59,7 @@ RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".n
 _CUBE_SUFFIXES = (".nc", ".nc4", ".zarr")
 _DATE_RE = re.compile(r"(?<!\d)((?:19|20)\d\d)([-_]?)(\d\d)\2(\d\d)(?!\d)")
 _INDEX_RE = re.compile(r"^(?:band[_ ]?)?(\d+)$", re.IGNORECASE)
-_MARGIN = 3  # source pixels read around the window, for bilinear/cubic/lanczos kernels
+_MARGIN = 3  # kernel radius (grid pixels) read around the window, for bilinear/cubic/lanczos
 
 
 def date_from_name(path: str) -> date | None:
@@ -89,7 +92,7 @@ class _Item:
     names: tuple[str | None, ...]  # band descriptions / variable names
 
 
-def _mercator_bounds(crs: Any, bounds: tuple[float, float, float, float]) -> tuple[float, ...]:
+def _mercator_bounds(crs: Any, bounds: tuple[float, ...]) -> tuple[float, float, float, float]:
     from rasterio.warp import transform_bounds
 
     x0, y0, x1, y1 = transform_bounds(crs, WEB_MERCATOR, *bounds, densify_pts=21)
@@ -118,8 +121,8 @@ def _open_cube(path: str) -> Iterator[tuple[Any, list[str], Any]]:
     with xr.open_dataset(path, engine=engine, decode_coords="all", chunks=None) as ds:
         dims = {d: n for d, n in (("lon", "x"), ("lat", "y")) if d in ds.dims}
         geo = ds.rename(dims) if dims else ds
-        spatial = [v for v in geo.data_vars if {"x", "y"} <= set(geo[v].dims)] or [
-            v for v in geo.data_vars if geo[v].ndim >= 2
+        spatial = [str(v) for v in geo.data_vars if {"x", "y"} <= set(geo[v].dims)] or [
+            str(v) for v in geo.data_vars if geo[v].ndim >= 2
         ]
         if not spatial:
             raise ProviderError(f"local provider: {path} has no variable with spatial dimensions.")
@@ -188,14 +191,14 @@ class LocalProvider(Provider):
                 "local provider needs a path: LocalProvider(path=...) or "
                 "SensorSpec(collection='local:/data/*.tif')."
             )
-        specs = [spec] if isinstance(spec, str) else list(spec)
+        specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
         out: list[str] = []
         for s in specs:
-            s = str(s).strip()
+            s = os.fspath(s).strip()
             s = os.path.expanduser(s[len("local:") :] if s.lower().startswith("local:") else s)
-            if s not in self._files:
-                self._files[s] = self._expand(s)
-            out.extend(self._files[s])
+            if s not in self._files and (found := self._expand(s)):  # misses are not cached
+                self._files[s] = found
+            out.extend(self._files.get(s, []))
         if not out:
             raise ProviderError(
                 f"local provider found no rasters at {spec!r} (a file, a glob or a directory of "
@@ -206,7 +209,7 @@ class LocalProvider(Provider):
 
     @staticmethod
     def _expand(spec: str) -> list[str]:
-        if glob.has_magic(spec):
+        if any(ch in spec for ch in "*?["):
             found = glob.glob(spec, recursive=True)
             return sorted(p for p in found if os.path.isfile(p) or _is_cube(p))
         if os.path.isdir(spec) and not _is_cube(spec):
@@ -274,11 +277,11 @@ class LocalProvider(Provider):
             )
         return idx
 
-    def _read(self, item: _Item, band_idx: list[int], window: GridWindow) -> np.ndarray:
-        """``(C, H, W)`` float32 of one item on ``window``; NaN where there is no data."""
+    def _load(self, item: _Item, band_idx: list[int], window: GridWindow) -> Any:
+        """Float32 DataArray of the item's pixels under ``window`` (source CRS, NaN = no data)."""
         import rioxarray
         import xarray as xr
-        from rasterio.enums import Resampling
+        from affine import Affine
 
         with contextlib.ExitStack() as stack:
             if item.cube:
@@ -288,46 +291,47 @@ class LocalProvider(Provider):
                     das = [ds[variables[0]].isel(band=i, **sel) for i in band_idx]
                 else:
                     das = [ds[variables[i]].isel(**sel) for i in band_idx]
-                das = [d.transpose(..., d.rio.y_dim, d.rio.x_dim) for d in das]
                 full_t, crs = das[0].rio.transform(recalc=True), ds.rio.crs
             else:
-                da = rioxarray.open_rasterio(item.path, lock=False, cache=False, masked=False)
+                da: Any = rioxarray.open_rasterio(item.path, lock=False, cache=False, masked=False)
                 stack.callback(da.close)
                 das, full_t, crs = [da.isel(band=band_idx)], da.rio.transform(), da.rio.crs
             ref = das[0]
-            rows, cols = ref.shape[-2:]
-            sl = self._source_slices(window, crs, full_t, rows, cols)
+            ydim, xdim = ref.rio.y_dim, ref.rio.x_dim
+            sl = self._source_slices(window, crs, full_t, ref.sizes[ydim], ref.sizes[xdim])
             if sl is None:
-                return np.full((len(band_idx), *window.shape), np.nan, np.float32)
+                return None
             (r0, r1), (c0, c1) = sl
-            isel = {ref.rio.y_dim: slice(r0, r1), ref.rio.x_dim: slice(c0, c1)}
-            subs = [d.isel(isel).load() for d in das]
+            isel = {ydim: slice(r0, r1), xdim: slice(c0, c1)}
+            subs = [d.isel(isel).load().transpose(..., ydim, xdim) for d in das]  # reads the window only
             nodata = self.nodata if self.nodata is not None else ref.rio.nodata
-            vals = np.concatenate([np.asarray(s.values).reshape(-1, r1 - r0, c1 - c0) for s in subs])
-            data = vals.astype(np.float32)
-            if nodata is not None and not np.isnan(nodata):
-                data[vals == nodata] = np.nan
-            sub = xr.DataArray(
-                data,
-                dims=("band", "y", "x"),
-                coords={"y": subs[0][ref.rio.y_dim].values, "x": subs[0][ref.rio.x_dim].values},
-            )
-            from affine import Affine
+        vals = np.concatenate([np.asarray(d.values).reshape(-1, r1 - r0, c1 - c0) for d in subs])
+        data = vals.astype(np.float32)
+        if nodata is not None and not np.isnan(nodata):
+            data[vals == nodata] = np.nan
+        coords = {"y": subs[0][ydim].values, "x": subs[0][xdim].values}
+        sub = xr.DataArray(data, dims=("band", "y", "x"), coords=coords).rio.write_crs(crs)
+        sub = sub.rio.write_transform(full_t @ Affine.translation(c0, r0))
+        return sub.rio.write_nodata(np.nan, encoded=False)
 
-            sub = sub.rio.write_crs(crs).rio.write_transform(full_t @ Affine.translation(c0, r0))
-            sub = sub.rio.write_nodata(np.nan, encoded=False)
-            out = sub.rio.reproject(
-                WEB_MERCATOR,
-                shape=window.shape,
-                transform=window.transform,
-                resampling=Resampling[self.resampling],
-                nodata=np.nan,
-            )
-            return np.asarray(out.values, dtype=np.float32)
+    def _warp(self, subs: list[Any], window: GridWindow) -> np.ndarray:
+        """Mosaic same-CRS sources (first valid on top) and reproject them onto ``window``."""
+        from rasterio.enums import Resampling
+        from rioxarray.merge import merge_arrays
+
+        da = subs[0] if len(subs) == 1 else merge_arrays(subs, nodata=np.nan)
+        out = da.rio.reproject(
+            WEB_MERCATOR,
+            shape=window.shape,
+            transform=window.transform,
+            resampling=Resampling[self.resampling],
+            nodata=np.nan,
+        )
+        return np.asarray(out.values, dtype=np.float32)
 
     @staticmethod
     def _source_slices(window: GridWindow, crs: Any, transform: Any, rows: int, cols: int) -> Any:
-        """Source row/column ranges covering ``window`` plus a margin, or ``None``."""
+        """Source row/column ranges covering ``window`` plus a kernel margin, or ``None``."""
         from rasterio.warp import transform_bounds
 
         x0, y0, x1, y1 = transform_bounds(WEB_MERCATOR, crs, *window.bounds, densify_pts=21)
@@ -335,10 +339,11 @@ class LocalProvider(Provider):
         cs, rs = zip(*(inv @ (x, y) for x in (x0, x1) for y in (y0, y1)), strict=True)
         if not all(map(math.isfinite, cs + rs)):
             return ((0, rows), (0, cols))
-        r0 = max(0, math.floor(min(rs)) - _MARGIN)
-        r1 = min(rows, math.ceil(max(rs)) + _MARGIN)
-        c0 = max(0, math.floor(min(cs)) - _MARGIN)
-        c1 = min(cols, math.ceil(max(cs)) + _MARGIN)
+        # a downsampling kernel spans (source pixels per grid pixel) x its radius
+        ratio = max(1.0, (max(cs) - min(cs)) / window.width, (max(rs) - min(rs)) / window.height)
+        m = math.ceil(_MARGIN * ratio)
+        r0, r1 = max(0, math.floor(min(rs)) - m), min(rows, math.ceil(max(rs)) + m)
+        c0, c1 = max(0, math.floor(min(cs)) - m), min(cols, math.ceil(max(cs)) + m)
         return ((r0, r1), (c0, c1)) if r1 > r0 and c1 > c0 else None
 
     # -- the provider contract ------------------------------------------------------
@@ -369,11 +374,22 @@ class LocalProvider(Provider):
                     f"within [{dates[0]}, {dates[1]}); dates there: {avail}."
                 )
             hits = inside
-        groups: dict[date | None, np.ndarray] = {}
+        by_date: dict[date | None, dict[str, list[Any]]] = {}
         for it in sorted(hits, key=lambda i: (i.date or date.min, i.path, i.time_index or 0)):
-            arr = self._read(it, self.band_indices(it, tuple(sensor.bands)), window)
-            prev = groups.get(it.date)
-            groups[it.date] = arr if prev is None else np.where(np.isnan(prev), arr, prev)
+            idx = self.band_indices(it, tuple(sensor.bands))
+            try:
+                sub = self._load(it, idx, window)
+            except Exception as exc:
+                raise ProviderError(f"local provider could not read {it.path}: {exc!r}") from exc
+            if sub is not None:  # tiles of one date are mosaicked per CRS before reprojection
+                by_date.setdefault(it.date, {}).setdefault(str(sub.rio.crs), []).append(sub)
+        groups: dict[date | None, np.ndarray] = {}
+        for day, by_crs in by_date.items():
+            for subs in by_crs.values():
+                arr, prev = self._warp(subs, window), groups.get(day)
+                groups[day] = arr if prev is None else np.where(np.isnan(prev), arr, prev)
+        if not groups:
+            return np.full((len(sensor.bands), *window.shape), sensor.fill_value, np.float32), {}
         frames = list(groups.values())  # oldest first, timeless (None) before dated
         if len(frames) == 1:
             out = frames[0]

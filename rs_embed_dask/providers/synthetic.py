@@ -210,14 +210,17 @@ class SyntheticProvider(Provider):
             doy = mid.timetuple().tm_yday
         else:
             doy = 196
-        _, lat_c = mercator_to_lonlat(0.0, float(ys.mean()))
+        # per pixel row (not per window), so neighbouring ROIs agree on shared pixels;
+        # the amplitude vanishes at the equator, where the hemisphere sign flips
+        lats = np.degrees(2.0 * np.arctan(np.exp(ys / 6378137.0)) - np.pi / 2.0)
         phase = 2 * math.pi * (doy - 196) / 365.25
-        season = math.cos(phase) if lat_c >= 0 else -math.cos(phase)
-        amp = 0.25 * min(1.0, abs(lat_c) / 30.0)
+        season = np.where(lats >= 0, math.cos(phase), -math.cos(phase))
+        amp = 0.25 * np.minimum(1.0, np.abs(lats) / 30.0)
+        row_gain = (amp * season).astype(np.float32)[None, :, None]  # (1, H, 1)
         veg = _VEGETATED[cls][None]  # (1, H, W)
         nir = _NIR_LIKE[band_idx][:, None, None]
         red = _RED_LIKE[band_idx][:, None, None]
-        img *= 1.0 + veg * amp * season * (nir - 0.6 * red)
+        img *= 1.0 + veg * row_gain * (nir - 0.6 * red)
         texture = _value_noise(xs, ys, 40.0, self.seed + 3) * 0.04 + _fbm(xs, ys, 600.0, self.seed + 5, 2) * 0.06
         img *= (1.0 + texture).astype(np.float32)[None]
         if self.cloud_fraction > 0 and dates is not None:
