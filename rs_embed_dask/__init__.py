@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from rs_embed_dask.api import get_embedding, get_embeddings_batch
 from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecError
 from rs_embed_dask.export.batch import export_batch, export_npz
+from rs_embed_dask.export.load import load_export
+from rs_embed_dask.export.results import ExportResult, ModelResult
 from rs_embed_dask.registry import (
     describe_model,
     list_models,
@@ -48,12 +50,14 @@ __all__ = [
     "Embedding",
     "ExportConfig",
     "ExportLayout",
+    "ExportResult",
     "ExportModelRequest",
     "ExportTarget",
     "FetchSpec",
     "InputPrepSpec",
     "ModelConfig",
     "ModelError",
+    "ModelResult",
     "OutputSpec",
     "PointBuffer",
     "ProviderError",
@@ -68,6 +72,7 @@ __all__ = [
     "get_embedding",
     "get_embeddings_batch",
     "list_models",
+    "load_export",
     "list_providers",
     "register_model",
     "register_provider",

@@ -250,8 +250,9 @@ def square_spatial(spatial: SpatialSpec) -> tuple[SpatialSpec, tuple[float, floa
         mercator_bounds(square)
     except SpecError:
         return sp, full
-    roi = ((sy1 - maxy) / side, (sy1 - miny) / side, (minx - sx0) / side, (maxx - sx0) / side)
-    return square, roi
+    raw = ((sy1 - maxy) / side, (sy1 - miny) / side, (minx - sx0) / side, (maxx - sx0) / side)
+    y0, y1, x0, x1 = (min(1.0, max(0.0, v)) for v in raw)  # rounding can step past 0 or 1
+    return square, (y0, y1, x0, x1)
 
 
 def split_window(

@@ -254,11 +254,12 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
     dev = resolve_device(device)
     key = (canonical_model_name(name), _config_token(model_config), dev)
     with _cache_lock:
+        cls = get_model_class(name)
         emb = _EMBEDDERS.get(key)
-        if emb is not None:
+        # a registration replaced with overwrite=True must not keep serving the old class
+        if emb is not None and type(emb) is cls:
             _EMBEDDERS.move_to_end(key)
             return emb
-        cls = get_model_class(name)
         emb = cls(dict(model_config or {}))
         cls.check_available()
         emb.load(dev)
@@ -273,9 +274,9 @@ def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The process-wide, ready provider for ``(name, options)``."""
     key = (str(name).strip().lower(), _config_token(options))
     with _cache_lock:
+        cls = get_provider_class(name)
         prov = _PROVIDERS.get(key)
-        if prov is None:
-            cls = get_provider_class(name)
+        if prov is None or type(prov) is not cls:
             cls.check_available()
             prov = cls(**dict(options or {}))
             try:

@@ -204,7 +204,11 @@ def _embed(**kw):
         ),
         (lambda: _embed(temporal=TemporalSpec.year(0)), SpecError, "TemporalSpec.year must be in [1, 9999]."),
         (lambda: _embed(spatial=PointBuffer(0, 0, 0)), SpecError, "buffer_m must be positive."),
-        (lambda: _embed(output=OutputSpec.grid(), spatial=BBox(0, 1, 1, 1)), SpecError, "Invalid bbox bounds"),
+        (
+            lambda: _embed(output=OutputSpec.grid(), spatial=BBox(0, 1, 1, 1)),
+            SpecError,
+            "Invalid bbox bounds",
+        ),
         (lambda: _embed(backend="nope"), ProviderError, "Unknown provider backend='nope'. Available: ["),
     ],
     ids=lambda v: None if callable(v) or isinstance(v, type) else str(v)[:40],
@@ -231,9 +235,13 @@ def test_bbox_in_utm_converts_like_pyproj():
     ll = bb.to_wgs84()
     assert ll.crs == "EPSG:4326"
     tr = Transformer.from_crs("EPSG:32651", "EPSG:4326", always_xy=True)
-    xs, ys = tr.transform([350000.0, 360000.0, 350000.0, 360000.0], [3450000.0, 3450000.0, 3460000.0, 3460000.0])
+    xs, ys = tr.transform(
+        [350000.0, 360000.0, 350000.0, 360000.0], [3450000.0, 3450000.0, 3460000.0, 3460000.0]
+    )
     # the lon/lat envelope of a small UTM box is the envelope of its corners
-    np.testing.assert_allclose([ll.minlon, ll.minlat, ll.maxlon, ll.maxlat], [min(xs), min(ys), max(xs), max(ys)], atol=1e-6)
+    np.testing.assert_allclose(
+        [ll.minlon, ll.minlat, ll.maxlon, ll.maxlat], [min(xs), min(ys), max(xs), max(ys)], atol=1e-6
+    )
     assert 121.0 < ll.minlon < ll.maxlon < 122.0
     assert 31.0 < ll.minlat < ll.maxlat < 31.5
 
@@ -291,13 +299,23 @@ def test_temporal_range_has_year_none():
 
 
 def test_temporal_year_without_year_fails():
-    _raises(SpecError, "TemporalSpec(mode='year') requires an integer year.", TemporalSpec(mode="year").validate)
-    _raises(SpecError, "TemporalSpec(mode='year') requires an integer year.", TemporalSpec(mode="year", year="x").validate)
+    _raises(
+        SpecError, "TemporalSpec(mode='year') requires an integer year.", TemporalSpec(mode="year").validate
+    )
+    _raises(
+        SpecError,
+        "TemporalSpec(mode='year') requires an integer year.",
+        TemporalSpec(mode="year", year="x").validate,
+    )
 
 
 def test_temporal_bad_mode_and_missing_dates():
     _raises(SpecError, "Unknown TemporalSpec mode: 'decade'", TemporalSpec(mode="decade").validate)
-    _raises(SpecError, "TemporalSpec.range requires both start and end.", TemporalSpec(mode="range", start="2022-01-01").validate)
+    _raises(
+        SpecError,
+        "TemporalSpec.range requires both start and end.",
+        TemporalSpec(mode="range", start="2022-01-01").validate,
+    )
 
 
 # -- OutputSpec --------------------------------------------------------------------------------
@@ -359,7 +377,11 @@ def test_tile_snap_frac_env(monkeypatch):
     assert resolve_input_prep(None).tile_snap_frac == 0.25
     for bad in ("0.75", "-0.1", "abc"):
         monkeypatch.setenv("RS_EMBED_TILE_SNAP_FRAC", bad)
-        _raises(ModelError, "RS_EMBED_TILE_SNAP_FRAC must be a float in [0, 0.5]", lambda: resolve_input_prep("tile"))
+        _raises(
+            ModelError,
+            "RS_EMBED_TILE_SNAP_FRAC must be a float in [0, 0.5]",
+            lambda: resolve_input_prep("tile"),
+        )
 
 
 # -- FetchSpec / SensorSpec ---------------------------------------------------------------------
@@ -375,9 +397,9 @@ def test_sensor_spec_defaults_and_list_bands():
     assert s.bands == ("B2", "B3")
     assert (s.scale_m, s.cloudy_pct, s.fill_value, s.composite) == (10, 30, 0.0, "median")
     hash(s)
-    with pytest.raises(SpecError, match="SensorSpec.scale_m"):
+    with pytest.raises(SpecError, match=r"SensorSpec\.scale_m"):
         SensorSpec(S2, ("B2",), scale_m=0).validate()
-    with pytest.raises(SpecError, match="SensorSpec.composite"):
+    with pytest.raises(SpecError, match=r"SensorSpec\.composite"):
         SensorSpec(S2, ("B2",), composite="mean").validate()
 
 
@@ -432,7 +454,7 @@ def test_export_target_constructors():
     p = ExportTarget.per_item("d", names=["a"])
     assert (p.layout, p.out_dir, p.names) == (ExportLayout.PER_ITEM, "d", ("a",))
     assert ExportTarget(layout="per_item", out_dir="d").layout is ExportLayout.PER_ITEM
-    with pytest.raises(ModelError, match="ExportTarget.layout"):
+    with pytest.raises(ModelError, match=r"ExportTarget\.layout"):
         ExportTarget(layout="sideways")
 
 

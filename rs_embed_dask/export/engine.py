@@ -87,9 +87,7 @@ class _Submitter:
                 cap = min(cap, int(pmax))
                 from distributed import Semaphore
 
-                self.semaphores[backend] = Semaphore(
-                    max_leases=int(pmax), name=f"rs-embed-dask-provider-{backend}", register=True
-                )
+                self.semaphores[backend] = Semaphore(max_leases=int(pmax), name=f"rs-embed-dask-provider-{backend}")
         self.threads = max(1, min(cfg.effective_chunk_size, cap))
         self.fetch_slots = max(1, cap // self.threads)
         self.max_in_flight = self.fetch_slots + 2 * n_gpu + 2
@@ -159,9 +157,12 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
         if done is not None:
             return done
     with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
-        if plan.layout == ExportLayout.PER_ITEM:
-            return _run_per_item(cl, plan)
-        return _run_combined(cl, plan)
+        # distributed.wait and Semaphore find their client through the current-client context:
+        # make it the client given here, which need not be the process-wide default one
+        with cl.as_current():
+            if plan.layout == ExportLayout.PER_ITEM:
+                return _run_per_item(cl, plan)
+            return _run_combined(cl, plan)
 
 
 def _drain(

@@ -322,6 +322,12 @@ class ExportResult:
             )
         return emb
 
+    def __repr__(self) -> str:
+        return (
+            f"ExportResult(layout={self.layout!r}, format={self.format!r}, n_items={self.n_items}, "
+            f"status={self.status!r}, models={list(self.models)}, path={self.path!r})"
+        )
+
     @property
     def ok_models(self) -> list[str]:
         """Names of models whose status is ``"ok"``."""

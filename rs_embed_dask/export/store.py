@@ -148,14 +148,25 @@ def resize_items(store_path: str, n: int) -> None:
     """Shrink every per-item array to ``n`` items (the client calls this once all writes are done)."""
     import zarr
 
+    def shrink(arr: Any) -> None:
+        if not arr.shape or arr.shape[0] == n:
+            return
+        shape = (n, *arr.shape[1:])
+        try:
+            # no chunk was written past item n: skip zarr's search for chunks to delete, which
+            # enumerates every chunk of the old shape (UNBOUNDED items -> MemoryError)
+            from zarr.core.sync import sync
+
+            sync(arr.async_array.resize(shape, delete_outside_chunks=False))
+        except (ImportError, AttributeError, TypeError):  # pragma: no cover - other zarr 3 releases
+            arr.resize(shape)
+
     root = zarr.open_group(store_path, mode="r+")
     for _, arr in root.arrays():
-        if arr.shape and arr.shape[0] != n:
-            arr.resize((n, *arr.shape[1:]))
+        shrink(arr)
     for grp_name in ("models", "inputs"):
         if grp_name not in root:
             continue
         for _, sub in root[grp_name].groups():
             for _, arr in sub.arrays():
-                if arr.shape and arr.shape[0] != n:
-                    arr.resize((n, *arr.shape[1:]))
+                shrink(arr)

@@ -48,7 +48,7 @@ __all__ = [
 NETCDF_HISTORY = "Created by rs-embed export_batch (format=netcdf)"
 
 #: Upper bound on the bytes one streamed block of rows holds in memory.
-_BLOCK_BYTES = 16 * 1024**2
+_BLOCK_BYTES = 4 * 1024**2
 
 _NC_SAFE_RE = re.compile(r"[^0-9A-Za-z_]")
 
@@ -209,7 +209,7 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> Path:
     ``np.savez_compressed(path, **arrays)``: one deflated ``<key>.npy``
     member per key (zip64, in the given order) holding a version 1.0 ``.npy``
     header and the C-order bytes.  Arrays are written one at a time and in
-    blocks of whole chunks along axis 0 (about 16 MiB, or one chunk when a
+    blocks of whole chunks along axis 0 (about 4 MiB, or one chunk when a
     chunk is bigger), so peak memory is about one chunk, never a whole array.
 
     Parameters
@@ -302,9 +302,10 @@ def netcdf_dims(arrays: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 def _netcdf_engine(engine: str | None) -> str:
     if engine is not None:
         return engine
-    for name, module in (("netcdf4", "netCDF4"), ("h5netcdf", "h5netcdf")):
+    for name, modules in (("netcdf4", ("netCDF4",)), ("h5netcdf", ("h5netcdf", "h5py"))):
         try:
-            __import__(module)
+            for module in modules:
+                __import__(module)
         except ImportError:
             continue
         return name

@@ -154,7 +154,7 @@ class Provider:
 
     @staticmethod
     def _finish(arr: np.ndarray, sensor: SensorSpec, window: GridWindow) -> np.ndarray:
-        out = np.asarray(arr, dtype=np.float32)
+        out = np.ascontiguousarray(arr, dtype=np.float32)
         if out.shape != (len(sensor.bands), window.height, window.width):
             raise ProviderError(
                 f"provider returned shape {out.shape}, expected "

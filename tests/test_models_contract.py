@@ -1,0 +1,288 @@
+"""One contract every registered model passes, plus rcf's own semantics.
+
+Adding a model: register it, then add a :class:`ModelCase` to ``MODEL_CASES``
+with a small ``model_config``, golden preprocessing numbers and the
+(config, input size) pairs for which its grid partitions the input exactly.
+Models that need weights get a case pointing at random weights in a local
+checkpoint (written under ``tmp_path``); no model is skipped for lack of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rs_embed_dask import list_models, reset_runtime
+from rs_embed_dask.errors import ModelError
+from rs_embed_dask.models.base import Embedder
+from rs_embed_dask.registry import get_model_class
+from rs_embed_dask.resolve import LOAD_COUNTS, get_embedder
+from rs_embed_dask.specs import OutputSpec, SensorSpec
+from rs_embed_dask.types import Embedding
+
+POOLED = OutputSpec.pooled()
+GRID = OutputSpec.grid()
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """What the contract needs to know about one model.
+
+    Attributes
+    ----------
+    config : dict
+        ``model_config`` used by the contract (keep it small: the suite must be fast).
+    input_hw : tuple of int
+        Input size for the batch and output-shape checks.
+    raw : numpy.ndarray
+        ``(1, C, H, W)`` raw provider values for the preprocessing check.
+    expected : numpy.ndarray
+        What ``preprocess(raw)`` must return.
+    exact_pooling : list of (dict, (int, int))
+        ``(model_config, input_hw)`` pairs for which the pooled mean equals the
+        mean of the grid (the grid cells partition the feature maps equally).
+    """
+
+    config: dict[str, Any]
+    input_hw: tuple[int, int]
+    raw: np.ndarray
+    expected: np.ndarray
+    exact_pooling: list[tuple[dict[str, Any], tuple[int, int]]] = field(default_factory=list)
+
+
+_RCF_RAW = np.array([-100.0, 0.0, 1.0, 2500.0, 5000.0, 9999.0, 10000.0, 12345.0], dtype=np.float32)
+MODEL_CASES: dict[str, ModelCase] = {
+    "rcf": ModelCase(
+        config={"features": 16},
+        input_hw=(27, 30),
+        # DN / 10000 clipped to [0, 1], the same for each of the four bands
+        raw=np.tile(_RCF_RAW.reshape(1, 1, 2, 4), (1, 4, 2, 1)),
+        expected=np.tile(
+            np.array([0.0, 0.0, 0.0001, 0.25, 0.5, 0.9999, 1.0, 1.0], np.float32).reshape(1, 1, 2, 4),
+            (1, 4, 2, 1),
+        ),
+        exact_pooling=[
+            ({"features": 16, "grid_stride": 1}, (20, 23)),
+            ({"features": 16, "grid_stride": 8}, (34, 34)),  # 32 x 32 maps, 8 x 8 cells
+            ({"features": 16, "grid_stride": 4, "kernel_size": 5}, (28, 20)),  # 24 x 16 maps
+        ],
+    ),
+}
+
+MODELS = list_models()
+
+
+def _inputs(embedder: Embedder, hw: tuple[int, int], n: int, seed: int) -> list[np.ndarray]:
+    """Plausible raw inputs (Sentinel-2 DN) for the model's default sensor."""
+    sensor = embedder.default_sensor()
+    assert sensor is not None
+    c = len(sensor.bands)
+    rng = np.random.default_rng(seed)
+    lead = () if embedder.n_frames is None else (embedder.n_frames,)
+    return [rng.uniform(0, 6000, size=(*lead, c, *hw)).astype(np.float32) for _ in range(n)]
+
+
+def _data(emb: Embedding) -> np.ndarray:
+    return np.asarray(getattr(emb.data, "values", emb.data))
+
+
+@pytest.fixture(params=MODELS)
+def model_name(request) -> str:
+    name = request.param
+    if name not in MODEL_CASES:
+        pytest.fail(f"model {name!r} is registered but has no ModelCase in tests/test_models_contract.py")
+    try:
+        get_model_class(name).check_available()
+    except ModelError as exc:  # an optional extra that this environment does not have
+        pytest.skip(str(exc))
+    return name
+
+
+@pytest.fixture
+def case(model_name) -> ModelCase:
+    return MODEL_CASES[model_name]
+
+
+@pytest.fixture
+def embedder(model_name, case):
+    return get_embedder(model_name, case.config, "cpu")
+
+
+class TestModelContract:
+    """The contract of :class:`rs_embed_dask.models.base.Embedder` implementations."""
+
+    def test_describe(self, model_name, case):
+        cls = get_model_class(model_name)
+        d = cls(case.config).describe()
+        for key in ("type", "backend", "output", "inputs", "defaults", "embedding_dim"):
+            assert key in d, key
+        assert d["type"] in ("onthefly", "precomputed")
+        assert set(d["output"]) <= {"pooled", "grid"}
+        assert d["output"]
+        assert isinstance(d["embedding_dim"], int)
+        assert d["embedding_dim"] > 0
+        assert cls.name == model_name
+
+    def test_default_sensor_matches_describe(self, model_name, case):
+        emb = get_model_class(model_name)(case.config)
+        d = emb.describe()
+        sensor = emb.default_sensor()
+        assert isinstance(sensor, SensorSpec)
+        sensor.validate()
+        assert list(sensor.bands) == list(d["inputs"]["bands"])
+        assert sensor.collection == d["inputs"].get("collection", sensor.collection)
+        assert sensor.scale_m == d["defaults"].get("scale_m", 10)
+
+    def test_preprocessing_golden(self, embedder, case):
+        out = embedder.preprocess(torch.from_numpy(case.raw.copy()))
+        np.testing.assert_allclose(out.cpu().numpy(), case.expected, rtol=0, atol=1e-7)
+
+    @pytest.mark.parametrize(
+        "output", [POOLED, GRID, OutputSpec.pooled("max")], ids=["pooled", "grid", "max"]
+    )
+    def test_batch_equals_single_calls(self, embedder, case, output):
+        if output.mode not in embedder.describe()["output"]:
+            pytest.skip(f"model has no {output.mode} output")
+        h, w = case.input_hw
+        xs = _inputs(embedder, (h, w), 3, seed=1) + _inputs(embedder, (h + 3, w + 2), 1, seed=2)
+        xs = [xs[0], xs[3], xs[1], xs[2]]  # mixed shapes, order must hold
+        batch = embedder.embed_inputs(xs, output=output)
+        assert len(batch) == len(xs)
+        for x, b in zip(xs, batch, strict=True):
+            (single,) = embedder.embed_inputs([x], output=output)
+            np.testing.assert_allclose(_data(b), _data(single), rtol=0, atol=1e-5)
+
+    def test_output_dims(self, embedder, case):
+        d = embedder.describe()
+        D = d["embedding_dim"]
+        x = _inputs(embedder, case.input_hw, 1, seed=3)
+        (pooled,) = embedder.embed_inputs(x, output=POOLED)
+        assert _data(pooled).shape == (D,)
+        assert _data(pooled).dtype == np.float32
+        assert np.isfinite(_data(pooled)).all()
+        if "grid" in d["output"]:
+            (grid,) = embedder.embed_inputs(x, output=GRID)
+            g = _data(grid)
+            assert g.ndim == 3
+            assert g.shape[0] == D
+            assert g.shape[1] >= 1
+            assert g.shape[2] >= 1
+            assert g.dtype == np.float32
+            assert grid.meta["grid_hw"] == list(g.shape[1:])
+
+    def test_pooled_mean_is_mean_of_grid(self, model_name, case):
+        if not case.exact_pooling:
+            pytest.fail(f"ModelCase for {model_name!r} lists no exact_pooling configurations")
+        for cfg, hw in case.exact_pooling:
+            emb = get_embedder(model_name, cfg, "cpu")
+            x = _inputs(emb, hw, 2, seed=4)
+            pooled = emb.embed_inputs(x, output=POOLED)
+            grid = emb.embed_inputs(x, output=GRID)
+            for p, g in zip(pooled, grid, strict=True):
+                np.testing.assert_allclose(_data(p), _data(g).mean(axis=(-2, -1)), rtol=1e-5, atol=1e-6)
+
+    def test_instance_cached_per_process(self, model_name, case):
+        reset_runtime()
+        a = get_embedder(model_name, case.config, "cpu")
+        b = get_embedder(model_name, dict(case.config), "cpu")
+        assert a is b
+        keys = [k for k in LOAD_COUNTS if k[0] == model_name and k[2] == "cpu"]
+        assert len(keys) == 1
+        assert LOAD_COUNTS[keys[0]] == 1
+        other = get_embedder(model_name, None, "cpu")  # another config: another instance
+        assert other is not a
+        assert get_embedder(model_name, case.config, "cpu") is a
+        assert LOAD_COUNTS[keys[0]] == 1
+
+    def test_device_placement_cpu(self, embedder, case):
+        assert embedder.device == "cpu"
+        module = getattr(embedder, "module", None)
+        if isinstance(module, torch.nn.Module):
+            tensors = [*module.parameters(), *module.buffers()]
+            assert tensors, "a torch model without parameters"
+            assert all(t.device.type == "cpu" for t in tensors)
+            assert not any(p.requires_grad for p in module.parameters())
+            assert not module.training
+        (out,) = embedder.embed_inputs(_inputs(embedder, case.input_hw, 1, seed=5), output=POOLED)
+        assert out.meta["device"] == "cpu"
+        assert out.meta["model"] == embedder.name
+
+
+# -- rcf: MOSAIKS semantics checked against an independent numpy implementation --------------------
+def _rcf_reference(x: np.ndarray, features: int, k: int, seed: int, bias: float) -> np.ndarray:
+    """``(features, H-k+1, W-k+1)`` relu(conv) / relu(-conv) maps, with numpy only."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn((features // 2, x.shape[0], k, k), generator=gen, dtype=torch.float32).numpy()
+    xr = np.clip(x / 10000.0, 0.0, 1.0).astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(xr, (k, k), axis=(1, 2))  # C, h, w, k, k
+    conv = np.einsum("chwij,fcij->fhw", windows, weight.astype(np.float64)) + bias
+    return np.concatenate([np.maximum(conv, 0), np.maximum(-conv, 0)], axis=0)
+
+
+class TestRCF:
+    @pytest.mark.parametrize(
+        "cfg", [{"features": 8}, {"features": 6, "kernel_size": 5, "seed": 3, "bias": -0.5}]
+    )
+    def test_pooled_is_mean_and_max_of_full_resolution_maps(self, cfg):
+        emb = get_embedder("rcf", cfg, "cpu")
+        x = np.random.default_rng(0).uniform(-500, 11000, size=(4, 19, 22)).astype(np.float32)
+        ref = _rcf_reference(
+            x, cfg["features"], cfg.get("kernel_size", 3), cfg.get("seed", 0), cfg.get("bias", 0.0)
+        )
+        (mean,) = emb.embed_inputs([x], output=POOLED)
+        (mx,) = emb.embed_inputs([x], output=OutputSpec.pooled("max"))
+        np.testing.assert_allclose(mean.data, ref.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mx.data, ref.max(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+    def test_grid_averages_cells(self):
+        emb = get_embedder("rcf", {"features": 4, "grid_stride": 4}, "cpu")
+        x = np.random.default_rng(1).uniform(0, 8000, size=(4, 22, 14)).astype(np.float32)
+        ref = _rcf_reference(x, 4, 3, 0, 0.0)  # 20 x 12 maps -> 5 x 3 cells
+        (grid,) = emb.embed_inputs([x], output=GRID)
+        assert grid.data.shape == (4, 5, 3)
+        cells = ref.reshape(4, 5, 4, 3, 4).mean(axis=(2, 4))
+        np.testing.assert_allclose(grid.data, cells, rtol=1e-5, atol=1e-6)
+
+    def test_grid_size_rounds_up(self):
+        emb = get_embedder("rcf", {"features": 4}, "cpu")
+        (grid,) = emb.embed_inputs(_inputs(emb, (256, 256), 1, seed=0), output=GRID)
+        assert grid.data.shape == (4, 32, 32)  # ceil(254 / 8)
+
+    def test_same_seed_same_features_other_seed_differs(self):
+        x = _inputs(get_embedder("rcf", {"features": 8}, "cpu"), (16, 16), 1, seed=9)
+        a = get_embedder("rcf", {"features": 8, "seed": 0}, "cpu").embed_inputs(x, output=POOLED)[0].data
+        b = get_embedder("rcf", {"features": 8}, "cpu").embed_inputs(x, output=POOLED)[0].data
+        c = get_embedder("rcf", {"features": 8, "seed": 1}, "cpu").embed_inputs(x, output=POOLED)[0].data
+        np.testing.assert_array_equal(a, b)
+        assert not np.allclose(a, c)
+
+    @pytest.mark.parametrize(
+        ("cfg", "match"),
+        [
+            ({"features": 7}, "'features' must be an even integer"),
+            ({"features": True}, "'features' must be an even integer"),
+            ({"kernel_size": 0}, "'kernel_size' must be an integer >= 1"),
+            ({"grid_stride": 0}, "'grid_stride' must be an integer >= 1"),
+            ({"bands": ()}, "'bands' must be a non-empty list"),
+        ],
+    )
+    def test_config_errors(self, cfg, match):
+        with pytest.raises(ModelError, match=match):
+            get_model_class("rcf")(cfg)
+
+    def test_wrong_channels_and_small_inputs(self):
+        emb = get_embedder("rcf", {"features": 4}, "cpu")
+        with pytest.raises(ModelError, match="expects 4 bands"):
+            emb.embed_inputs([np.zeros((3, 8, 8), np.float32)], output=POOLED)
+        with pytest.raises(ModelError, match="at least 3x3"):
+            emb.embed_inputs([np.zeros((4, 2, 8), np.float32)], output=POOLED)
+
+    def test_custom_bands(self):
+        emb = get_embedder("rcf", {"features": 4, "bands": "B4, B8,B11"}, "cpu")
+        assert emb.default_sensor().bands == ("B4", "B8", "B11")
+        (out,) = emb.embed_inputs([np.ones((3, 5, 5), np.float32)], output=POOLED)
+        assert out.data.shape == (4,)
