@@ -245,11 +245,15 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--infer-batch-size", type=int, default=16)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--mem-small", type=int, default=None, help="ROIs of the small memory run (default 2000; quick 500)")
+    ap.add_argument("--mem-big", type=int, default=None, help="ROIs of the big memory run (default 20000; quick 5000)")
     args = ap.parse_args()
     if args.quick:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 12, 96, 96, 500, 5000
     else:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 60, 600, 600, 2000, 20000
+    n_mem_small = args.mem_small or n_mem_small
+    n_mem_big = args.mem_big or n_mem_big
     _vits.register()
     import torch
     from distributed import Client

@@ -90,7 +90,8 @@ def test_write_npz_streams_dask_chunk_by_chunk(tmp_path: Path) -> None:
     assert peak_big < 1.5 * peak_small + 2**20
     with np.load(tmp_path / "big.npz", allow_pickle=False) as z:
         got = z["embeddings__big"]
-    assert got.shape == (1536, 16384) and got.dtype == np.float32
+    assert got.shape == (1536, 16384)
+    assert got.dtype == np.float32
     np.testing.assert_array_equal(got[:, 0], np.arange(1536, dtype=np.float32))
     np.testing.assert_array_equal(got, big.compute())
 
@@ -147,7 +148,8 @@ def test_write_json_format_and_atomicity(tmp_path: Path) -> None:
     p = write_json(tmp_path / "deep" / "m.json", obj)
     text = p.read_text(encoding="utf-8")
     assert text == json.dumps(obj, ensure_ascii=False, indent=2)
-    assert "Zürich" in text and not text.endswith("\n")
+    assert "Zürich" in text
+    assert not text.endswith("\n")
     with pytest.raises(TypeError):
         write_json(p, {"bad": object()})
     assert json.loads(p.read_text(encoding="utf-8")) == obj
@@ -217,7 +219,8 @@ def test_write_netcdf_reproduces_rs_embed_files(tmp_path: Path, npz: str, nc: st
         assert raw.file_format == "NETCDF4"
     ours = xr.open_dataset(out)
     assert list(ours.data_vars) == list(ref.data_vars)
-    assert not ours.coords and not ref.coords
+    assert not ours.coords
+    assert not ref.coords
     for k in ref.data_vars:
         assert ours[k].dims == ref[k].dims, k
         assert ours[k].dtype == np.float32
@@ -238,8 +241,9 @@ def test_write_netcdf_dask_values_and_engines(tmp_path: Path, engine: str) -> No
         pytest.importorskip(module)
     data = np.arange(6 * 8, dtype=np.float64).reshape(6, 8)
     arrays = {"embeddings__m": da.from_array(data, chunks=(2, 8)), "inputs_bchw__m": np.ones((6, 2, 3, 3))}
-    out = write_netcdf(tmp_path / "d.nc", arrays, {"backend": "synthetic", "n_items": 6, "extra": {"a": 1}},
-                       engine=engine)
+    out = write_netcdf(
+        tmp_path / "d.nc", arrays, {"backend": "synthetic", "n_items": 6, "extra": {"a": 1}}, engine=engine
+    )
     with xr.open_dataset(out) as ds:
         assert ds["embeddings__m"].dtype == np.float32
         np.testing.assert_array_equal(ds["embeddings__m"].values, data.astype(np.float32))
@@ -264,7 +268,21 @@ def test_write_netcdf_is_atomic_when_a_chunk_fails(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "   ", "..", ".", "../evil", "a/b", "a\\b", "/etc/passwd", "x\x00y", "C:evil", "sub/../../x", 5, None],
+    [
+        "",
+        "   ",
+        "..",
+        ".",
+        "../evil",
+        "a/b",
+        "a\\b",
+        "/etc/passwd",
+        "x\x00y",
+        "C:evil",
+        "sub/../../x",
+        5,
+        None,
+    ],
 )
 def test_check_item_name_refuses_escaping_names(tmp_path: Path, name: object) -> None:
     with pytest.raises(ModelError) as info:

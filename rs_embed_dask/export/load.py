@@ -44,29 +44,34 @@ from __future__ import annotations
 import functools
 import json
 import os
-import warnings
-import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import RSEmbedWarning
+from rs_embed_dask.export.load_io import (
+    F32,
+    clean_temporal,
+    digits_index,
+    lazy_array,
+    npz_headers,
+    open_nc,
+    read_array,
+    realign_rows,
+    stack_lazy,
+    stack_rows,
+    summarize_statuses,
+    warn_load,
+)
 from rs_embed_dask.export.results import (
     ITEM_FAILED,
-    ITEM_MISSING,
     ITEM_OK,
-    ITEM_RAGGED,
     ExportResult,
-    LazyJSONList,
     ModelResult,
 )
 from rs_embed_dask.serialization import sanitize_key
 
 __all__ = ["load_export"]
-
-_F32 = np.dtype(np.float32)
-_GROUP = 64  # per-item files read by one dask task
 
 
 def load_export(path: str | os.PathLike[str]) -> ExportResult:
@@ -106,8 +111,10 @@ def load_export(path: str | os.PathLike[str]) -> ExportResult:
 # ---------------------------------------------------------------------------
 
 
-def _warn(msg: str) -> None:
-    warnings.warn(msg, RSEmbedWarning, stacklevel=4)
+def _load_zarr(p: str) -> ExportResult:
+    from rs_embed_dask.export.load_zarr import load_zarr_store
+
+    return load_zarr_store(p)
 
 
 def _is_zarr_store(p: str) -> bool:
@@ -129,144 +136,6 @@ def _load_json(json_path: str) -> dict[str, Any]:
     return data
 
 
-def _clean_temporal(t: Any) -> dict[str, Any] | None:
-    if not t or not isinstance(t, dict):
-        return None
-    t = dict(t)
-    if "year" in t and not (t["year"] is None or isinstance(t["year"], int)):
-        t["year"] = None  # rs-embed range specs store "<function TemporalSpec.year at 0x...>"
-    return t
-
-
-def _summarize(statuses: Sequence[str]) -> str:
-    if all(s == "ok" for s in statuses):
-        return "ok"
-    if all(s == "failed" for s in statuses):
-        return "failed"
-    return "partial"
-
-
-def _nc_engines() -> list[str | None]:
-    out: list[str | None] = []
-    for eng, mods in (("netcdf4", ("netCDF4",)), ("h5netcdf", ("h5netcdf", "h5py"))):
-        try:
-            for mod in mods:
-                __import__(mod)
-            out.append(eng)
-        except ImportError:
-            pass
-    return [*out, None]
-
-
-def _open_nc(path: str, **kw: Any) -> Any:
-    import xarray as xr
-
-    err: Exception | None = None
-    for eng in _nc_engines():
-        try:
-            return xr.open_dataset(path, engine=eng, **kw)
-        except Exception as exc:  # try the next engine
-            err = exc
-    raise ValueError(f"Cannot open NetCDF file {path!r}: {err}") from err
-
-
-def _read_array(path: str, fmt: str, key: str) -> np.ndarray:
-    """Read one array of an ``.npz`` / NetCDF file as float32."""
-    if fmt == "npz":
-        with np.load(path, allow_pickle=False) as z:
-            return np.asarray(z[key], dtype=_F32)
-    with _open_nc(path) as ds:
-        return np.asarray(ds[key].values, dtype=_F32)
-
-
-def _npz_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every member of an ``.npz``, from the ``.npy`` headers only."""
-    fmt = np.lib.format
-    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            key = info.filename[:-4]
-            with zf.open(info) as f:
-                version = fmt.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = fmt.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = fmt.read_array_header_2_0(f)
-                else:  # rare (3.0): read the array
-                    f.close()
-                    arr = _read_array(path, "npz", key)
-                    shape, dtype = arr.shape, arr.dtype
-            out[key] = (tuple(shape), np.dtype(dtype))
-    return out
-
-
-def _lazy(reader: Callable[[], np.ndarray], shape: tuple[int, ...], token: Any) -> Any:
-    import dask
-    import dask.array as da
-
-    name = "rs-embed-load-" + dask.base.tokenize(token)
-    return da.from_delayed(dask.delayed(reader, pure=True)(dask_key_name=name), shape=shape, dtype=_F32)
-
-
-def _read_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[int, ...]) -> np.ndarray:
-    out = np.full((len(readers), *shape), np.nan, dtype=_F32)
-    for i, r in enumerate(readers):
-        if r is not None:
-            a = r()
-            if a.shape != shape:
-                raise ValueError(f"item array has shape {a.shape}, the manifest says {shape}")
-            out[i] = a
-    return out
-
-
-def _stack_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[int, ...], token: Any) -> Any:
-    """Lazily stack per-item arrays (NaN where ``None``), one dask task per group of files."""
-    import dask.array as da
-
-    parts = []
-    for s in range(0, len(readers), _GROUP):
-        group = list(readers[s : s + _GROUP])
-        parts.append(
-            _lazy(functools.partial(_read_rows, group, shape), (len(group), *shape), (token, s, shape))
-        )
-    return da.concatenate(parts) if parts else da.zeros((0, *shape), dtype=_F32)
-
-
-def _stack_lazy(rows: Mapping[int, Any], n: int, what: str, model: str) -> tuple[Any, dict[int, Any]]:
-    """Stack lazy per-item arrays into ``(n, ...)`` with NaN rows; ``None`` + warning if ragged."""
-    import dask.array as da
-
-    if not rows:
-        return None, {}
-    shapes = {tuple(a.shape) for a in rows.values()}
-    if len(shapes) > 1:
-        _warn(
-            f"{what} of model {model!r} have different shapes per item ({sorted(shapes)}); "
-            f"{what}=None, the per-item arrays are in ModelResult.{what}_ragged."
-        )
-        return None, dict(rows)
-    (shape,) = shapes
-    fill = da.full(shape, np.nan, dtype=_F32)
-    return da.stack([rows[i].astype(_F32) if i in rows else fill for i in range(n)]), {}
-
-
-def _realign(arr: Any, indices: Sequence[int], n: int) -> Any:
-    """Rows of ``arr`` belong to items ``indices``; return ``(n, ...)`` with NaN rows elsewhere."""
-    import dask.array as da
-
-    src = np.full(n, len(indices), dtype=np.int64)
-    src[np.asarray(indices, dtype=np.int64)] = np.arange(len(indices))
-    pad = da.full((1, *arr.shape[1:]), np.nan, dtype=_F32)
-    return da.concatenate([arr.astype(_F32), pad])[src]
-
-
-def _digits_index(key: str, j: int) -> int:
-    tail = key.rsplit("__", 1)[-1]
-    return int(tail) if tail.isdigit() else j
-
-
 # ---------------------------------------------------------------------------
 # combined npz / NetCDF
 # ---------------------------------------------------------------------------
@@ -280,19 +149,19 @@ class _Source:
         self._memo: dict[str, Any] = {}
         self.ds: Any = None
         if fmt == "npz":
-            self.shapes = {k: s for k, (s, _) in _npz_headers(path).items()}
+            self.shapes = {k: s for k, (s, _) in npz_headers(path).items()}
         else:
-            self.ds = _open_nc(path, chunks={})
+            self.ds = open_nc(path, chunks={})
             self.shapes = {str(k): tuple(self.ds[k].shape) for k in self.ds.data_vars}
 
     def lazy(self, key: str) -> Any:
         if key not in self._memo:
             if self.fmt == "npz":
-                reader = functools.partial(_read_array, self.path, "npz", key)
+                reader = functools.partial(read_array, self.path, "npz", key)
                 mtime = os.path.getmtime(self.path)
-                self._memo[key] = _lazy(reader, self.shapes[key], (self.path, mtime, key))
+                self._memo[key] = lazy_array(reader, self.shapes[key], (self.path, mtime, key))
             else:
-                self._memo[key] = self.ds[key].data.astype(_F32)
+                self._memo[key] = self.ds[key].data.astype(F32)
         return self._memo[key]
 
 
@@ -328,9 +197,9 @@ def _combined_ref(ref: Any, src: _Source, default: str, n: int, what: str, model
             idx = [int(i) for i in indices]
             ok = len(idx) == arr.shape[0] and len(set(idx)) == len(idx) and all(0 <= i < n for i in idx)
             if ok:
-                arr = _realign(arr, idx, n)  # fix (b)
+                arr = realign_rows(arr, idx, n)  # fix (b)
             else:
-                _warn(f"{what} of model {model!r}: 'indices' do not match array {key!r}; not realigned.")
+                warn_load(f"{what} of model {model!r}: 'indices' do not match array {key!r}; not realigned.")
         return arr, {}
     keys = ref.get("npz_keys")
     if not (isinstance(keys, list) and keys):
@@ -339,10 +208,10 @@ def _combined_ref(ref: Any, src: _Source, default: str, n: int, what: str, model
     for j, k in enumerate(keys):
         if not (isinstance(k, str) and k in src.shapes):
             continue
-        i = int(indices[j]) if isinstance(indices, list) and j < len(indices) else _digits_index(k, j)
+        i = int(indices[j]) if isinstance(indices, list) and j < len(indices) else digits_index(k, j)
         if 0 <= i < n:
             rows[i] = src.lazy(k)
-    return _stack_lazy(rows, n, what, model)
+    return stack_lazy(rows, n, what, model)
 
 
 def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) -> ModelResult:
@@ -350,22 +219,38 @@ def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) ->
     status = str(entry.get("status", "failed"))
     key = sanitize_key(name)
     raw_err = entry.get("errors_by_index") or {}
-    errors = {int(k): str(v) for k, v in raw_err.items() if str(k).isdigit()} if isinstance(raw_err, dict) else {}
+    errors = (
+        {int(k): str(v) for k, v in raw_err.items() if str(k).isdigit()} if isinstance(raw_err, dict) else {}
+    )
     error = entry.get("error") or None
     if error is None and status == "failed" and errors:
         error = errors[min(errors)]  # fix (a)
     emb, emb_r = _combined_ref(entry.get("embeddings"), src, f"embeddings__{key}", n, "embeddings", name)
     inp, inp_r = _combined_ref(entry.get("inputs"), src, f"inputs_bchw__{key}", n, "inputs", name)
     raw_metas = entry.get("metas") or []
-    meta = [m if isinstance(m, dict) else {} for m in (raw_metas[i] if i < len(raw_metas) else {} for i in range(n))]
+    meta = [
+        m if isinstance(m, dict) else {}
+        for m in (raw_metas[i] if i < len(raw_metas) else {} for i in range(n))
+    ]
     codes = np.full(n, ITEM_OK, dtype=np.int8)
-    failed = {int(i) for i in entry.get("failed_indices") or [] if 0 <= int(i) < n} | {i for i in errors if i < n}
+    failed = {int(i) for i in entry.get("failed_indices") or [] if 0 <= int(i) < n} | {
+        i for i in errors if i < n
+    }
     if status == "failed" and not failed:
         codes[:] = ITEM_FAILED
     codes[sorted(failed)] = ITEM_FAILED
     return ModelResult(
-        name, status, emb, inp, meta, None if error is None else str(error),
-        errors=errors, item_status=codes, embeddings_ragged=emb_r, inputs_ragged=inp_r, cache=cache,
+        name,
+        status,
+        emb,
+        inp,
+        meta,
+        None if error is None else str(error),
+        errors=errors,
+        item_status=codes,
+        embeddings_ragged=emb_r,
+        inputs_ragged=inp_r,
+        cache=cache,
     )
 
 
@@ -384,9 +269,16 @@ def _load_combined(path: str) -> ExportResult:
             r = _combined_model(entry, src, n, cache)
             models[r.name] = r
     return ExportResult(
-        layout="combined", spatials=spatials, temporal=_clean_temporal(manifest.get("temporal")),
-        n_items=n, status=str(manifest.get("status", "ok")), models=models, manifest=manifest,
-        format=fmt, path=arrays_path, closers=[src.ds.close] if src.ds is not None else [],
+        layout="combined",
+        spatials=spatials,
+        temporal=clean_temporal(manifest.get("temporal")),
+        n_items=n,
+        status=str(manifest.get("status", "ok")),
+        models=models,
+        manifest=manifest,
+        format=fmt,
+        path=arrays_path,
+        closers=[src.ds.close] if src.ds is not None else [],
     )
 
 
@@ -407,9 +299,9 @@ class _ItemFile:
     def _read_shapes(self) -> dict[str, tuple[int, ...]]:
         if self._shapes is None:
             if self.fmt == "npz":
-                self._shapes = {k: s for k, (s, _) in _npz_headers(self.path).items()}
+                self._shapes = {k: s for k, (s, _) in npz_headers(self.path).items()}
             else:
-                with _open_nc(self.path) as ds:
+                with open_nc(self.path) as ds:
                     self._shapes = {str(k): tuple(ds[k].shape) for k in ds.data_vars}
         return self._shapes
 
@@ -422,7 +314,7 @@ class _ItemFile:
         return self._read_shapes()[key]
 
     def reader(self, key: str) -> Callable[[], np.ndarray]:
-        return functools.partial(_read_array, self.path, self.fmt, key)
+        return functools.partial(read_array, self.path, self.fmt, key)
 
 
 def _discover(directory: str) -> list[_ItemFile]:
@@ -468,14 +360,14 @@ def _per_item_array(
         return None, {}
     shapes = {i: f.shape(k, ref) for i, (f, k, ref) in rows.items()}
     if len(set(shapes.values())) > 1:
-        _warn(
+        warn_load(
             f"{what} of model {model!r} have different shapes per item ({sorted(set(shapes.values()))}); "
             f"{what}=None, the per-item arrays are in ModelResult.{what}_ragged."
         )  # fix (d)
-        return None, {i: _lazy(f.reader(k), shapes[i], (token, i)) for i, (f, k, _) in rows.items()}
+        return None, {i: lazy_array(f.reader(k), shapes[i], (token, i)) for i, (f, k, _) in rows.items()}
     shape = next(iter(shapes.values()))
     readers = [rows[i][0].reader(rows[i][1]) if i in rows else None for i in range(n)]
-    return _stack_rows(readers, shape, token), {}
+    return stack_rows(readers, shape, token), {}
 
 
 def _load_per_item(directory: str) -> ExportResult:
@@ -495,13 +387,22 @@ def _load_per_item(directory: str) -> ExportResult:
             key = sanitize_key(name)
             a = acc.setdefault(
                 name,
-                {"emb": {}, "inp": {}, "meta": [{} for _ in range(n)], "codes": np.zeros(n, np.int8), "errors": {}},
+                {
+                    "emb": {},
+                    "inp": {},
+                    "meta": [{} for _ in range(n)],
+                    "codes": np.zeros(n, np.int8),
+                    "errors": {},
+                },
             )
             st = str(entry.get("status", "failed"))
             a["codes"][f.idx] = ITEM_OK if st == "ok" else ITEM_FAILED
             if st != "ok":
                 a["errors"][f.idx] = str(entry.get("error") or "")
-            for slot, ref_name, default in (("emb", "embedding", f"embedding__{key}"), ("inp", "input", f"input_chw__{key}")):
+            for slot, ref_name, default in (
+                ("emb", "embedding", f"embedding__{key}"),
+                ("inp", "input", f"input_chw__{key}"),
+            ):
                 ref = entry.get(ref_name)
                 k = (ref.get("npz_key") if isinstance(ref, dict) else None) or default
                 if f.has(k):
@@ -520,153 +421,28 @@ def _load_per_item(directory: str) -> ExportResult:
         inp, inp_r = _per_item_array(a["inp"], n, "inputs", name, (token, "inp"))
         first_err = next((e for _, e in sorted(a["errors"].items()) if e), None)
         models[name] = ModelResult(
-            name, status, None if status == "failed" else emb, inp, a["meta"],
+            name,
+            status,
+            None if status == "failed" else emb,
+            inp,
+            a["meta"],
             first_err if status == "failed" else None,
-            errors={i: e for i, e in a["errors"].items() if e}, item_status=codes,
-            embeddings_ragged={} if status == "failed" else emb_r, inputs_ragged=inp_r, cache=cache,
+            errors={i: e for i, e in a["errors"].items() if e},
+            item_status=codes,
+            embeddings_ragged={} if status == "failed" else emb_r,
+            inputs_ragged=inp_r,
+            cache=cache,
         )
     fmts = {f.fmt for f in files}
     return ExportResult(
-        layout="per_item", spatials=spatials, temporal=_clean_temporal(files[0].manifest.get("temporal")),
-        n_items=n, status=_summarize([m.status for m in models.values()]),  # fix (c)
-        models=models, manifest=files[0].manifest, format=fmts.pop() if len(fmts) == 1 else "mixed",
-        path=directory, item_names=names,
-    )
-
-
-# ---------------------------------------------------------------------------
-# zarr stores (format="zarr")
-# ---------------------------------------------------------------------------
-
-
-class _ZarrRows:
-    """The first ``n`` rows of a zarr array, opened on first read (picklable, no data held)."""
-
-    def __init__(self, store: str, component: str, shape: tuple[int, ...], dtype: Any) -> None:
-        self.store, self.component, self.shape, self.dtype = store, component, shape, np.dtype(dtype)
-        self.ndim = len(shape)
-        self._arr: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arr": None}
-
-    def __getitem__(self, sel: Any) -> np.ndarray:
-        if self._arr is None:
-            import zarr
-
-            self._arr = zarr.open_array(os.path.join(self.store, *self.component.split("/")), mode="r")
-        return np.asarray(self._arr[sel])
-
-
-def _zarr_dask(store: str, group: Any, component: str, n: int | None = None) -> Any:
-    import dask
-    import dask.array as da
-
-    arr = group[component]
-    shape = tuple(int(s) for s in arr.shape)
-    if n is not None:
-        shape = (min(n, shape[0]), *shape[1:])
-    chunks = tuple(min(int(c), max(s, 1)) for c, s in zip(arr.chunks, shape, strict=True))
-    rows = _ZarrRows(store, component, shape, arr.dtype)
-    name = "rs-embed-zarr-" + dask.base.tokenize(os.path.abspath(store), component, shape, id(group))
-    return da.from_array(rows, chunks=chunks, name=name, asarray=False, fancy=False)
-
-
-def _zarr_n_items(p: str, g: Any, info: dict[str, Any]) -> int:
-    for k in ("n_items", "spatials_count"):
-        if isinstance(info.get(k), int):
-            return int(info[k])
-    if "spatials" not in g:
-        return 0
-    arr = g["spatials"]
-    cdir = os.path.join(p, "spatials", "c")
-    done = [int(c) for c in os.listdir(cdir) if c.isdigit()] if os.path.isdir(cdir) else []
-    return min(int(arr.shape[0]), (max(done) + 1) * int(arr.chunks[0])) if done else 0
-
-
-class _LazyErrors(Mapping):
-    """Error text of failed items, read from a zarr column on access."""
-
-    def __init__(self, column: Any, failed: np.ndarray) -> None:
-        self._col, self._failed = column, [int(i) for i in failed]
-        self._set = set(self._failed)
-
-    def __getitem__(self, i: int) -> str:
-        if i not in self._set:
-            raise KeyError(i)
-        return str(self._col[i]) if self._col is not None else ""
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._failed)
-
-    def __len__(self) -> int:
-        return len(self._failed)
-
-
-def _zarr_ragged(p: str, g: Any, grp: str) -> dict[int, Any]:
-    if f"{grp}/ragged" not in g:
-        return {}
-    return {int(k): _zarr_dask(p, g, f"{grp}/ragged/{k}").astype(_F32) for k in g[f"{grp}/ragged"] if str(k).isdigit()}
-
-
-def _zarr_model(p: str, g: Any, m: dict[str, Any], n: int, entries: dict, cache: dict) -> ModelResult:
-    name = str(m.get("name"))
-    grp = f"models/{m.get('key') or sanitize_key(name)}"
-    has = {c: f"{grp}/{c}" in g for c in ("status", "error", "meta", "embeddings")}
-    codes = np.asarray(g[f"{grp}/status"][:n], dtype=np.int8) if has["status"] else np.zeros(n, np.int8)
-    ok = np.isin(codes, (ITEM_OK, ITEM_RAGGED))
-    if not has["status"] and isinstance(entries.get(name), dict):
-        status = str(entries[name].get("status", "failed"))
-    else:
-        status = "ok" if ok.all() else ("failed" if not ok.any() else "partial")
-    failed = np.flatnonzero(codes == ITEM_FAILED)
-    err_col = g[f"{grp}/error"] if has["error"] else None
-    errors = _LazyErrors(err_col, failed)
-    error = (errors[int(failed[0])] or None) if status == "failed" and len(failed) else None
-    if status == "failed" and error is None:
-        error = (entries.get(name) or {}).get("error") or "every item failed or was not computed"
-    emb = _zarr_dask(p, g, f"{grp}/embeddings", n) if has["embeddings"] and status != "failed" else None
-    emb_r = _zarr_ragged(p, g, grp) if (codes == ITEM_RAGGED).any() else {}
-    if emb_r:
-        _warn(f"{len(emb_r)} embeddings of model {name!r} differ in shape from the rest; their rows are "
-              "NaN in ModelResult.embeddings and the arrays are in ModelResult.embeddings_ragged.")
-    inp, inp_r = None, {}
-    ikey = m.get("input_key")
-    if ikey and f"inputs/{ikey}/data" in g:
-        inp = _zarr_dask(p, g, f"inputs/{ikey}/data", n)
-        inp_r = _zarr_ragged(p, g, f"inputs/{ikey}")
-    meta: Sequence[dict[str, Any]] = LazyJSONList(_ZarrRows(p, f"{grp}/meta", (n,), str)) if has["meta"] else [{}] * n
-    return ModelResult(
-        name, status, emb, inp, meta, error, errors=errors, item_status=codes,
-        embeddings_ragged=emb_r, inputs_ragged=inp_r, cache=cache,
-    )
-
-
-def _load_zarr(p: str) -> ExportResult:
-    import zarr
-
-    try:
-        g = zarr.open_group(p, mode="r")
-    except Exception as exc:
-        raise ValueError(f"Cannot open zarr store {p!r}: {exc}") from exc
-    info = g.attrs.get("rs_embed_dask")
-    if not isinstance(info, dict):
-        raise ValueError(f"{p!r} is a zarr store but not an rs_embed_dask export (no 'rs_embed_dask' attribute).")
-    n = _zarr_n_items(p, g, info)
-    manifest = info.get("manifest") if isinstance(info.get("manifest"), dict) else {}
-    entries = {e.get("model"): e for e in manifest.get("models") or [] if isinstance(e, dict)}
-    cache: dict[str, np.ndarray] = {}
-    models: dict[str, ModelResult] = {}
-    for m in info.get("models") or []:
-        r = _zarr_model(p, g, m, n, entries, cache)
-        models[r.name] = r
-    spatials: Sequence[dict[str, Any]] = (
-        LazyJSONList(_ZarrRows(p, "spatials", (n,), str)) if "spatials" in g else [{} for _ in range(n)]
-    )
-    lon = _zarr_dask(p, g, "lon", n) if "lon" in g else None
-    lat = _zarr_dask(p, g, "lat", n) if "lat" in g else None
-    status = _summarize([r.status for r in models.values()]) if info.get("complete", True) else "running"
-    return ExportResult(
-        layout=str(info.get("layout", "combined")), spatials=spatials, temporal=_clean_temporal(info.get("temporal")),
-        n_items=n, status=status, models=models, manifest=manifest, format="zarr", path=p, lon=lon, lat=lat,
+        layout="per_item",
+        spatials=spatials,
+        temporal=clean_temporal(files[0].manifest.get("temporal")),
+        n_items=n,
+        status=summarize_statuses([m.status for m in models.values()]),  # fix (c)
+        models=models,
+        manifest=files[0].manifest,
+        format=fmts.pop() if len(fmts) == 1 else "mixed",
+        path=directory,
+        item_names=names,
     )

@@ -235,11 +235,20 @@ def spatial_centre(spatial: Mapping[str, Any] | None) -> tuple[float, float]:
     s = dict(spatial or {})
     try:
         if {"lon", "lat"} <= s.keys():
-            spec: Any = PointBuffer(float(s["lon"]), float(s["lat"]), float(s.get("buffer_m", 0.0)),
-                                    crs=str(s.get("crs") or "EPSG:4326"))
+            spec: Any = PointBuffer(
+                float(s["lon"]),
+                float(s["lat"]),
+                float(s.get("buffer_m", 0.0)),
+                crs=str(s.get("crs") or "EPSG:4326"),
+            )
         elif {"minlon", "minlat", "maxlon", "maxlat"} <= s.keys():
-            spec = BBox(float(s["minlon"]), float(s["minlat"]), float(s["maxlon"]), float(s["maxlat"]),
-                        crs=str(s.get("crs") or "EPSG:4326"))
+            spec = BBox(
+                float(s["minlon"]),
+                float(s["minlat"]),
+                float(s["maxlon"]),
+                float(s["maxlat"]),
+                crs=str(s.get("crs") or "EPSG:4326"),
+            )
         else:
             return (float("nan"), float("nan"))
         if spec.crs != "EPSG:4326":

@@ -231,9 +231,10 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> Path:
         Object arrays (they would need pickle), arrays of unknown shape, or a
         chunk that does not match the declared shape.  No file is left behind.
     """
-    with atomic_path(path) as tmp, zipfile.ZipFile(
-        tmp, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True
-    ) as zf:
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf,
+    ):
         for key, value in arrays.items():
             _write_npy_member(zf, str(key), value)
     return Path(path)
