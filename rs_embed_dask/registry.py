@@ -13,9 +13,13 @@ import importlib
 import threading
 import warnings
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedWarning
+
+if TYPE_CHECKING:  # the base modules import numpy; the registry stays import-light
+    from rs_embed_dask.models.base import Embedder
+    from rs_embed_dask.providers.base import Provider
 
 __all__ = [
     "canonical_model_name",
@@ -118,7 +122,7 @@ def list_models(*, include_aliases: bool = False) -> list[str]:
     return sorted(names)
 
 
-def get_model_class(name: str) -> type:
+def get_model_class(name: str) -> type[Embedder]:
     """The embedder class registered as ``name`` (aliases allowed)."""
     key = canonical_model_name(name)
     models = _all_models()
@@ -184,7 +188,7 @@ def list_providers() -> list[str]:
     return sorted(_all_providers())
 
 
-def get_provider_class(name: str) -> type:
+def get_provider_class(name: str) -> type[Provider]:
     """The provider class registered as ``name``."""
     key = str(name).strip().lower()
     providers = _all_providers()

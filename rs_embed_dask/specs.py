@@ -243,7 +243,7 @@ class TemporalSpec:
         return {"mode": self.mode, "year": self.year, "start": self.start, "end": self.end}
 
 
-TemporalSpec.year = _YearConstructor()  # type: ignore[assignment,method-assign]
+TemporalSpec.year = _YearConstructor()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class RCFEmbedder(TorchEmbedder):
             conv.weight.copy_(
                 torch.randn(conv.weight.shape, generator=gen, dtype=torch.float32)
             )
+            assert conv.bias is not None  # built with bias=True
             conv.bias.fill_(self.bias)
         return conv
 
