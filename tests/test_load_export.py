@@ -192,6 +192,10 @@ def test_values_agree_across_layouts_and_formats() -> None:
     b = load_export(fixture_path("combined_netcdf_pooled"))
     c = load_export(fixture_path("per_item_npz_pooled"))
     d = load_export(fixture_path("per_item_netcdf_pooled"))
+    # the deduplicated input (stored once, under toy_stats) is one lazy array, read once
+    for r in (a, c, d):
+        assert r.models["toy_proj"].inputs_lazy.name == r.models["toy_stats"].inputs_lazy.name
+        assert r.models["toy_proj"].inputs is r.models["toy_stats"].inputs
     for model in ("toy_stats", "toy_proj"):
         for other in (b, c, d):
             np.testing.assert_allclose(other.embedding(model), a.embedding(model), rtol=1e-6)

@@ -57,11 +57,12 @@ from rs_embed_dask.export.load_io import (
     npz_headers,
     open_nc,
     read_array,
+    read_npz_rows,
     realign_rows,
-    stack_lazy,
     stack_rows,
     summarize_statuses,
     warn_load,
+    warn_ragged,
 )
 from rs_embed_dask.export.results import (
     ITEM_FAILED,
@@ -145,7 +146,7 @@ class _Source:
     """Lazy access to the arrays of one combined ``.npz`` or NetCDF file."""
 
     def __init__(self, path: str, fmt: str) -> None:
-        self.path, self.fmt = path, fmt
+        self.path, self.fmt, self.mtime = path, fmt, os.path.getmtime(path)
         self._memo: dict[str, Any] = {}
         self.ds: Any = None
         if fmt == "npz":
@@ -158,8 +159,7 @@ class _Source:
         if key not in self._memo:
             if self.fmt == "npz":
                 reader = functools.partial(read_array, self.path, "npz", key)
-                mtime = os.path.getmtime(self.path)
-                self._memo[key] = lazy_array(reader, self.shapes[key], (self.path, mtime, key))
+                self._memo[key] = lazy_array(reader, self.shapes[key], (self.path, self.mtime, key))
             else:
                 self._memo[key] = self.ds[key].data.astype(F32)
         return self._memo[key]
@@ -204,14 +204,27 @@ def _combined_ref(ref: Any, src: _Source, default: str, n: int, what: str, model
     keys = ref.get("npz_keys")
     if not (isinstance(keys, list) and keys):
         return None, {}
-    rows: dict[int, Any] = {}
+    rows: dict[int, str] = {}
     for j, k in enumerate(keys):
         if not (isinstance(k, str) and k in src.shapes):
             continue
         i = int(indices[j]) if isinstance(indices, list) and j < len(indices) else digits_index(k, j)
         if 0 <= i < n:
-            rows[i] = src.lazy(k)
-    return stack_lazy(rows, n, what, model)
+            rows[i] = k
+    if not rows:
+        return None, {}
+    shapes = [src.shapes[k] for k in rows.values()]
+    if len(set(shapes)) > 1:
+        warn_ragged(what, model, shapes)
+        return None, {i: src.lazy(k) for i, k in rows.items()}
+    shape, keyed = shapes[0], [rows.get(i) for i in range(n)]
+    if src.fmt == "npz":  # one task per group of keys, each opening the archive once
+        reader = functools.partial(read_npz_rows, src.path)
+        return stack_rows(keyed, shape, (src.path, src.mtime, tuple(keyed)), reader), {}
+    import dask.array as da
+
+    fill = da.full(shape, np.nan, dtype=F32)
+    return da.stack([fill if k is None else src.lazy(k) for k in keyed]), {}
 
 
 def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) -> ModelResult:
@@ -360,14 +373,12 @@ def _per_item_array(
         return None, {}
     shapes = {i: f.shape(k, ref) for i, (f, k, ref) in rows.items()}
     if len(set(shapes.values())) > 1:
-        warn_load(
-            f"{what} of model {model!r} have different shapes per item ({sorted(set(shapes.values()))}); "
-            f"{what}=None, the per-item arrays are in ModelResult.{what}_ragged."
-        )  # fix (d)
+        warn_ragged(what, model, shapes.values())  # fix (d)
         return None, {i: lazy_array(f.reader(k), shapes[i], (token, i)) for i, (f, k, _) in rows.items()}
     shape = next(iter(shapes.values()))
     readers = [rows[i][0].reader(rows[i][1]) if i in rows else None for i in range(n)]
-    return stack_rows(readers, shape, token), {}
+    # named by (file, key) pairs: models sharing a deduplicated input share one array and cache
+    return stack_rows(readers, shape, (token, tuple((i, rows[i][1]) for i in sorted(rows)))), {}
 
 
 def _load_per_item(directory: str) -> ExportResult:
@@ -416,9 +427,8 @@ def _load_per_item(directory: str) -> ExportResult:
         codes = a["codes"]
         n_ok, n_failed = int((codes == ITEM_OK).sum()), int((codes == ITEM_FAILED).sum())
         status = "failed" if n_ok == 0 else ("ok" if n_failed == 0 and n_ok == n else "partial")  # fix (e)
-        token = (stamp, name)
-        emb, emb_r = _per_item_array(a["emb"], n, "embeddings", name, (token, "emb"))
-        inp, inp_r = _per_item_array(a["inp"], n, "inputs", name, (token, "inp"))
+        emb, emb_r = _per_item_array(a["emb"], n, "embeddings", name, stamp)
+        inp, inp_r = _per_item_array(a["inp"], n, "inputs", name, stamp)
         first_err = next((e for _, e in sorted(a["errors"].items()) if e), None)
         models[name] = ModelResult(
             name,

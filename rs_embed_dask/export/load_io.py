@@ -7,7 +7,8 @@ import os
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,13 @@ __all__ = [
     "npz_headers",
     "open_nc",
     "read_array",
+    "read_npz_rows",
+    "read_rows",
     "realign_rows",
-    "stack_lazy",
     "stack_rows",
     "summarize_statuses",
     "warn_load",
+    "warn_ragged",
 ]
 
 #: dtype of every loaded embedding and input (as rs-embed's loader).
@@ -37,7 +40,8 @@ GROUP = 64
 
 def warn_load(msg: str) -> None:
     """Warn at the caller of :func:`load_export` (the first frame outside this package)."""
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
         level, frame = level + 1, frame.f_back
@@ -64,6 +68,7 @@ def summarize_statuses(statuses: Sequence[str]) -> str:
 
 
 def nc_engines() -> list[str | None]:
+    """NetCDF engines to try, in rs-embed's order (``None``: xarray's choice)."""
     out: list[str | None] = []
     for eng, mods in (("netcdf4", ("netCDF4",)), ("h5netcdf", ("h5netcdf", "h5py"))):
         try:
@@ -130,6 +135,7 @@ def lazy_array(reader: Callable[[], np.ndarray], shape: tuple[int, ...], token: 
 
 
 def read_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[int, ...]) -> np.ndarray:
+    """Call each reader (NaN row where ``None``) and check its shape."""
     out = np.full((len(readers), *shape), np.nan, dtype=F32)
     for i, r in enumerate(readers):
         if r is not None:
@@ -140,35 +146,47 @@ def read_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[i
     return out
 
 
-def stack_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[int, ...], token: Any) -> Any:
-    """Lazily stack per-item arrays (NaN where ``None``), one dask task per group of files."""
+def read_npz_rows(path: str, keys: Sequence[str | None], shape: tuple[int, ...]) -> np.ndarray:
+    """Rows ``keys`` of one ``.npz`` (NaN where ``None``), opening the archive once."""
+    out = np.full((len(keys), *shape), np.nan, dtype=F32)
+    with np.load(path, allow_pickle=False) as z:
+        for i, k in enumerate(keys):
+            if k is not None:
+                a = np.asarray(z[k], dtype=F32)
+                if a.shape != shape:
+                    raise ValueError(f"array {k!r} has shape {a.shape}, expected {shape}")
+                out[i] = a
+    return out
+
+
+def stack_rows(
+    items: Sequence[Any],
+    shape: tuple[int, ...],
+    token: Any,
+    reader: Callable[[list[Any], tuple[int, ...]], np.ndarray] = read_rows,
+) -> Any:
+    """Lazily stack per-item arrays (NaN where ``None``), one dask task per group of items.
+
+    ``reader(group, shape)`` reads a group: by default ``items`` are
+    callables returning one array each (see :func:`read_rows`).
+    """
     import dask.array as da
 
     parts = []
-    for s in range(0, len(readers), GROUP):
-        group = list(readers[s : s + GROUP])
+    for s in range(0, len(items), GROUP):
+        group = list(items[s : s + GROUP])
         parts.append(
-            lazy_array(functools.partial(read_rows, group, shape), (len(group), *shape), (token, s, shape))
+            lazy_array(functools.partial(reader, group, shape), (len(group), *shape), (token, s, shape))
         )
     return da.concatenate(parts) if parts else da.zeros((0, *shape), dtype=F32)
 
 
-def stack_lazy(rows: Mapping[int, Any], n: int, what: str, model: str) -> tuple[Any, dict[int, Any]]:
-    """Stack lazy per-item arrays into ``(n, ...)`` with NaN rows; ``None`` + warning if ragged."""
-    import dask.array as da
-
-    if not rows:
-        return None, {}
-    shapes = {tuple(a.shape) for a in rows.values()}
-    if len(shapes) > 1:
-        warn_load(
-            f"{what} of model {model!r} have different shapes per item ({sorted(shapes)}); "
-            f"{what}=None, the per-item arrays are in ModelResult.{what}_ragged."
-        )
-        return None, dict(rows)
-    (shape,) = shapes
-    fill = da.full(shape, np.nan, dtype=F32)
-    return da.stack([rows[i].astype(F32) if i in rows else fill for i in range(n)]), {}
+def warn_ragged(what: str, model: str, shapes: Any) -> None:
+    """Warn that a model's per-item arrays cannot be stacked (fix (d) of load.py)."""
+    warn_load(
+        f"{what} of model {model!r} have different shapes per item ({sorted(set(shapes))}); "
+        f"{what}=None, the per-item arrays are in ModelResult.{what}_ragged."
+    )
 
 
 def realign_rows(arr: Any, indices: Sequence[int], n: int) -> Any:

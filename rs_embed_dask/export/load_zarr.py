@@ -198,7 +198,8 @@ def load_zarr_store(p: str) -> ExportResult:
             f"{p!r} is a zarr store but not an rs_embed_dask export (no 'rs_embed_dask' attribute)."
         )
     n = _zarr_n_items(p, g, info)
-    manifest = info.get("manifest") if isinstance(info.get("manifest"), dict) else {}
+    raw_manifest = info.get("manifest")
+    manifest: dict[str, Any] = raw_manifest if isinstance(raw_manifest, dict) else {}
     entries = {e.get("model"): e for e in manifest.get("models") or [] if isinstance(e, dict)}
     cache: dict[str, np.ndarray] = {}
     models: dict[str, ModelResult] = {}

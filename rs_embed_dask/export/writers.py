@@ -197,7 +197,7 @@ def _write_npy_member(zf: zipfile.ZipFile, key: str, value: Any) -> None:
                 raise ValueError(f"array {key!r}: a block of shape {block.shape} does not fit {shape}")
             rows += block.shape[0] if shape else 1
             if block.size:
-                fid.write(memoryview(block.reshape(-1).view(np.uint8)))
+                fid.write(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
         if rows != (shape[0] if shape else 1):
             raise ValueError(f"array {key!r}: wrote {rows} rows, expected {shape[0]}")
 
@@ -397,7 +397,7 @@ def write_netcdf(
 
         cfg = dask.config.set(scheduler=scheduler)
     with atomic_path(path) as tmp, cfg:
-        ds.to_netcdf(tmp, engine=eng, format="NETCDF4")
+        ds.to_netcdf(tmp, engine=eng, format="NETCDF4")  # type: ignore[call-overload]
     return Path(path)
 
 
