@@ -90,7 +90,13 @@ def local_cluster(
         workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
     scheduler = {
         "cls": Scheduler,
-        "options": {"dashboard_address": dashboard_address, "host": "127.0.0.1"},
+        # the scheduler's HTTP server (health, metrics) starts even without a dashboard, on
+        # :8787 unless told otherwise: a free port then, so no clash with another cluster
+        "options": {
+            "dashboard": dashboard_address is not None,
+            "dashboard_address": dashboard_address if dashboard_address is not None else ":0",
+            "host": "127.0.0.1",
+        },
     }
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
 

@@ -14,6 +14,8 @@ subprocesses).
   one line per provider call in the file given as ``provider_options={"log":
   path}`` (``"<pid>\\t<lon>,<lat>"`` for a PointBuffer).  A retried fetch logs
   one line per attempt.
+* :class:`CappedProvider` (``backend="capped"``): ``max_concurrency = 1``,
+  logging the start and end time of every call.
 * :class:`CountingRCF` (model ``"rcf_b"``): RCF under another name (same
   default sensor, hence the same input key as ``"rcf"``) that appends
   ``"<pid>"`` to the file named by ``$RS_EMBED_TEST_LOAD_LOG`` every time a
@@ -23,6 +25,7 @@ subprocesses).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from rs_embed_dask.models.rcf import RCFEmbedder
@@ -30,6 +33,7 @@ from rs_embed_dask.providers.synthetic import SyntheticProvider
 
 LOAD_LOG_ENV = "RS_EMBED_TEST_LOAD_LOG"
 PROVIDER_NAME = "counting"
+CAPPED_NAME = "capped"
 MODEL_NAME = "rcf_b"
 
 
@@ -72,6 +76,28 @@ class CountingProvider(SyntheticProvider):
         return super().fetch(spatial, temporal, sensor, n_frames=n_frames)
 
 
+class CappedProvider(SyntheticProvider):
+    """The synthetic world with a cluster-wide cap of one request at a time (``backend="capped"``).
+
+    Logs ``"<pid>\t<roi>\t<start>\t<end>"`` (``time.time()``) per call to ``log``.
+    """
+
+    name = CAPPED_NAME
+    max_concurrency = 1
+
+    def __init__(self, *, log: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.log = log
+        self.options["log"] = log
+
+    def fetch(self, spatial: Any, temporal: Any, sensor: Any, *, n_frames: int | None = None) -> Any:
+        t0 = time.time()
+        out = super().fetch(spatial, temporal, sensor, n_frames=n_frames)
+        if self.log:
+            append_line(self.log, f"{os.getpid()}\t{roi_id(spatial)}\t{t0!r}\t{time.time()!r}")
+        return out
+
+
 class CountingRCF(RCFEmbedder):
     """``rcf`` registered as ``rcf_b``, logging each model load with the process id."""
 
@@ -91,6 +117,7 @@ def register() -> None:
 
     register_model(MODEL_NAME, CountingRCF, overwrite=True)
     register_provider(PROVIDER_NAME, CountingProvider, overwrite=True)
+    register_provider(CAPPED_NAME, CappedProvider, overwrite=True)
 
 
 def unregister() -> None:
@@ -99,6 +126,7 @@ def unregister() -> None:
 
     unregister_model(MODEL_NAME)
     unregister_provider(PROVIDER_NAME)
+    unregister_provider(CAPPED_NAME)
 
 
 def pythonpath_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -140,3 +168,14 @@ def seed_random(seed: int) -> None:
     import random
 
     random.seed(seed)
+
+
+def scheduler_active_tasks(dask_scheduler: Any) -> int:
+    """Tasks still to run or running (``client.run_on_scheduler``); erred/finished ones do not count."""
+    active = {"waiting", "queued", "no-worker", "processing"}
+    return sum(1 for ts in dask_scheduler.tasks.values() if ts.state in active)
+
+
+def running_tasks(dask_worker: Any) -> int:
+    """Tasks whose function is running in a thread of this worker (``client.run``), cancelled ones included."""
+    return len(dask_worker.active_threads)

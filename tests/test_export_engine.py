@@ -18,6 +18,7 @@ when the cluster starts and spawned worker processes inherit it.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import signal
@@ -137,6 +138,18 @@ def keys_by_kind(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, str
     return out
 
 
+def wait_until_idle(client: Any, timeout: float = 60) -> None:
+    """Until no task is waiting or running on the scheduler nor in a worker thread (a released task runs to its end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not client.run_on_scheduler(plug.scheduler_active_tasks) and not any(
+            client.run(plug.running_tasks).values()
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the cluster did not become idle")
+
+
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def load_log(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -227,8 +240,10 @@ def test_per_item_two_models_sharing_a_sensor_fetch_once(client: Any, tmp_path: 
     for m in mans:
         assert m["status"] == "ok"
         a, b = m["models"]
-        assert a["input"]["npz_key"] == "input_chw__rcf" and "dedup_reused" not in a["input"]
-        assert b["input"]["npz_key"] == "input_chw__rcf" and b["input"]["dedup_reused"] is True
+        assert a["input"]["npz_key"] == "input_chw__rcf"
+        assert "dedup_reused" not in a["input"]
+        assert b["input"]["npz_key"] == "input_chw__rcf"
+        assert b["input"]["dedup_reused"] is True
         assert m["npz_keys"] == ["embedding__rcf", "embedding__rcf_b", "input_chw__rcf"]
         assert sorted(load_npz(m["npz_path"])) == m["npz_keys"]
 
@@ -261,11 +276,15 @@ def test_model_loaded_once_per_worker_process(client: Any, tmp_path: Path, load_
 
 
 # -- 3. fetch on io workers, inference on gpu workers; no resources also works ----------------------
-def test_tasks_run_on_workers_with_their_resource(client: Any, tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+def test_tasks_run_on_workers_with_their_resource(
+    client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
     from distributed import get_task_stream
 
     io_workers, gpu_workers = set(worker_addrs(client, "io")), set(worker_addrs(client, "gpu"))
-    assert len(io_workers) == 1 and len(gpu_workers) == 2 and not io_workers & gpu_workers
+    assert len(io_workers) == 1
+    assert len(gpu_workers) == 2
+    assert not io_workers & gpu_workers
     rois = ROIS[:12]  # 3 chunks
     with get_task_stream(client=client) as ts:
         man = run(client, rois, ExportTarget.combined(str(tmp_path / "res.npz")))
@@ -284,7 +303,7 @@ def test_cluster_without_resources_still_exports(tmp_path: Path, reference: dict
     from rs_embed_dask.cluster import cluster_resources
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc,
         Client(lc, set_as_default=False) as c,
     ):
         assert cluster_resources(c) == {}
@@ -296,6 +315,43 @@ def test_cluster_without_resources_still_exports(tmp_path: Path, reference: dict
     arrays = load_npz(tmp_path / "plain.npz")
     np.testing.assert_array_equal(arrays["embeddings__rcf"], reference["embeddings__rcf"][:8])
     np.testing.assert_array_equal(arrays["inputs_bchw__rcf"], reference["inputs_bchw__rcf"][:8])
+
+
+def test_provider_concurrency_cap_holds_across_concurrent_exports(client: Any, tmp_path: Path) -> None:
+    """A provider's ``max_concurrency`` is a cluster-wide cap (a distributed Semaphore).
+
+    Two exports run at once on the same cluster; each alone would already be
+    serial (the engine sizes its fetch threads by the cap), so only the
+    cluster-wide cap keeps their fetches from overlapping.
+    """
+    import dask
+
+    scheduler_before = dask.config.get("scheduler", None)
+    log = str(tmp_path / "capped.log")
+    results: dict[str, Any] = {}
+
+    def one(name: str, offset: int) -> None:
+        try:
+            results[name] = run(client, make_rois(8, offset=offset), ExportTarget.combined(str(tmp_path / f"{name}.npz")),
+                                backend="capped", provider_options={"log": log, "latency_s": 0.05})  # fmt: skip
+        except BaseException as exc:  # re-raised below, in the test's thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=one, args=(name, off)) for name, off in (("a", 0), ("b", 8))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for name in ("a", "b"):
+        if isinstance(results.get(name), BaseException):
+            raise results[name]
+        assert results[name]["status"] == "ok"
+    spans = sorted((float(ln.split("\t")[2]), float(ln.split("\t")[3])) for ln in plug.read_lines(log))
+    assert len(spans) == 16
+    overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert not overlaps, f"{len(overlaps)} provider calls overlapped despite max_concurrency=1"
+    # and concurrent exports leave dask's process-wide configuration as they found it
+    assert dask.config.get("scheduler", None) == scheduler_before
 
 
 # -- 6. errors are data ----------------------------------------------------------------------------
@@ -359,17 +415,21 @@ def test_continue_on_error_per_item_writes_failed_files(
     assert [m["point_index"] for m in mans] == list(range(8))
     for i, m in enumerate(mans):
         npz, sidecar = out_dir / f"p{i:05d}.npz", out_dir / f"p{i:05d}.json"
-        assert npz.exists() and sidecar.exists()
+        assert npz.exists()
+        assert sidecar.exists()
         (entry,) = m["models"]
         if i in expected_failures:
-            assert m["status"] == "failed" and entry["status"] == "failed"
+            assert m["status"] == "failed"
+            assert entry["status"] == "failed"
             assert m["npz_keys"] == []
             assert json.loads(sidecar.read_text())["npz_keys"] == []
             assert load_npz(npz) == {}
-            assert entry["embedding"] is None and entry["input"] is None
+            assert entry["embedding"] is None
+            assert entry["input"] is None
             assert "ProviderError('synthetic provider: simulated fetch failure" in entry["error"]
         else:
-            assert m["status"] == "ok" and "error" not in entry
+            assert m["status"] == "ok"
+            assert "error" not in entry
             np.testing.assert_array_equal(load_npz(npz)["embedding__rcf"], reference["embeddings__rcf"][i])
 
 
@@ -378,6 +438,7 @@ def test_without_continue_on_error_a_failed_fetch_raises(client: Any, tmp_path: 
         run(client, ROIS[:8], ExportTarget.combined(str(tmp_path / "raise.npz")),
             provider_options={"failure_rate": FAIL_RATE}, continue_on_error=False)  # fmt: skip
     assert not (tmp_path / "raise.npz").exists()
+    wait_until_idle(client)  # the cancelled export's running tasks end before the next test
 
 
 def test_transient_failures_are_retried(client: Any, tmp_path: Path) -> None:
@@ -391,11 +452,13 @@ def test_transient_failures_are_retried(client: Any, tmp_path: Path) -> None:
     io = worker_addrs(client, "io")
     opts = {"transient_failure_rate": 0.5}
 
+    wait_until_idle(client)
     client.run(plug.seed_random, 7, workers=io)
     with pytest.raises(ModelError, match="429"):
         run(client, rois, ExportTarget.combined(str(tmp_path / "noretry.npz")), backend="counting",
             provider_options={**opts, "log": str(tmp_path / "a.log")}, max_retries=0, num_workers=1)  # fmt: skip
 
+    wait_until_idle(client)
     client.run(plug.seed_random, 7, workers=io)
     log = str(tmp_path / "b.log")
     man = run(client, rois, ExportTarget.combined(str(tmp_path / "retry.npz")), backend="counting",
@@ -409,7 +472,9 @@ def test_transient_failures_are_retried(client: Any, tmp_path: Path) -> None:
 
 
 # -- 7. a generator streams through a combined export ---------------------------------------------
-def test_generator_streams_through_combined_export(client: Any, tmp_path: Path, reference: dict[str, np.ndarray]) -> None:
+def test_generator_streams_through_combined_export(
+    client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
     n = 60  # 15 chunks: more than the engine keeps in flight
     out = tmp_path / "gen.npz"
     store = str(out) + ".work.zarr"
@@ -426,12 +491,75 @@ def test_generator_streams_through_combined_export(client: Any, tmp_path: Path, 
     assert len(man["spatials"]) == n
     assert len(done_when_pulled) == n
     # consumed chunk by chunk: the last ROIs were pulled after the first chunks were written
-    assert done_when_pulled[0] == 0 and done_when_pulled[-1] > 0
+    assert done_when_pulled[0] == 0
+    assert done_when_pulled[-1] > 0
     arrays = load_npz(out)
     assert arrays["embeddings__rcf"].shape == (n, EMB_DIM)
     assert arrays["inputs_bchw__rcf"].shape == (n, 4, 32, 32)
     np.testing.assert_array_equal(arrays["embeddings__rcf"][:N_REF], reference["embeddings__rcf"])
     assert not os.path.exists(store)
+
+
+def test_streamed_resume_after_a_broken_stream_runs_only_unfinished_chunks(
+    client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    """A stream that breaks mid-export leaves a store of unknown length; resume finishes it."""
+    out = str(tmp_path / "broken.npz")
+    store = out + ".work.zarr"
+    rois = ROIS[:12]
+
+    def broken() -> Iterator[PointBuffer]:
+        yield from rois[:8]
+        deadline = time.monotonic() + 60  # break once the first chunk is written (the client's
+        while n_done(store, 12) < CHUNK and time.monotonic() < deadline:  # event loop runs meanwhile)
+            time.sleep(0.02)
+        raise RuntimeError("the stream broke")
+
+    with pytest.raises(RuntimeError, match="the stream broke"):
+        run(client, broken(), ExportTarget.combined(out), backend="counting",
+            provider_options={"log": str(tmp_path / "first.log")})  # fmt: skip
+    wait_until_idle(client)  # tasks already running when the stream broke still finish
+    status = status_column(store, 12)
+    assert status is not None
+    done = [k for k in range(3) if (status[k * CHUNK : (k + 1) * CHUNK] != 0).all()]
+    assert 0 in done
+    assert 2 not in done
+
+    log = str(tmp_path / "resume.log")
+    man = run(client, iter(rois), ExportTarget.combined(out), backend="counting",
+              provider_options={"log": log}, resume=True)  # fmt: skip
+    assert man["status"] == "ok"
+    assert man["n_items"] == 12
+    todo = [sp for k in range(3) if k not in done for sp in rois[k * CHUNK : (k + 1) * CHUNK]]
+    assert sorted(ln.split("\t")[1] for ln in plug.read_lines(log)) == sorted(plug.roi_id(sp) for sp in todo)
+    arrays = load_npz(out)
+    np.testing.assert_array_equal(arrays["embeddings__rcf"], reference["embeddings__rcf"][:12])
+    np.testing.assert_array_equal(arrays["inputs_bchw__rcf"], reference["inputs_bchw__rcf"][:12])
+
+
+def test_streamed_resume_reuses_only_chunks_of_the_same_rois(
+    client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    """The fingerprint of a streamed request cannot cover its ROIs: resume checks them chunk by chunk."""
+    out = str(tmp_path / "s.zarr")
+    first = run(client, iter(ROIS[:8]), ExportTarget.combined(out), backend="counting",
+                provider_options={"log": str(tmp_path / "first.log")}, format="zarr")  # fmt: skip
+    assert first["n_items"] == 8
+    # same first chunk, a different second chunk, one chunk more
+    order = [*range(4), *range(20, 24), *range(8, 12)]
+    log = str(tmp_path / "second.log")
+    man = run(client, iter([ROIS[i] for i in order]), ExportTarget.combined(out), backend="counting",
+              provider_options={"log": log}, format="zarr", resume=True)  # fmt: skip
+    assert man["status"] == "ok"
+    assert man["n_items"] == 12
+    assert sorted(ln.split("\t")[1] for ln in plug.read_lines(log)) == sorted(
+        plug.roi_id(ROIS[i]) for i in order[4:]
+    )
+    root = zarr.open_group(out, mode="r")
+    assert root.attrs["rs_embed_dask"]["complete"] is True
+    assert root.attrs["rs_embed_dask"]["n_items"] == 12
+    np.testing.assert_array_equal(root["models/rcf/embeddings"][:], reference["embeddings__rcf"][order])
+    assert [json.loads(s)["lon"] for s in root["spatials"][:]] == [ROIS[i].lon for i in order]
 
 
 # -- 8. format="zarr" ------------------------------------------------------------------------------
@@ -562,7 +690,9 @@ def test_killed_client_resumes_only_unfinished_chunks(
     try:
         deadline = time.monotonic() + 180
         while n_done(store) < 2 * CHUNK:
-            assert proc.poll() is None, "the export process exited early:\n" + (tmp_path / "child.out").read_text()
+            assert proc.poll() is None, (
+                "the export process exited early:\n" + (tmp_path / "child.out").read_text()
+            )
             assert time.monotonic() < deadline, "no chunk was written in time"
             time.sleep(0.05)
     finally:
@@ -585,7 +715,8 @@ def test_killed_client_resumes_only_unfinished_chunks(
     log = str(tmp_path / "resume.log")
     man = run(client, ROIS, ExportTarget.combined(out), backend="counting",
               provider_options={"log": log}, num_workers=4, resume=True)  # fmt: skip
-    assert man["status"] == "ok" and man["n_items"] == N_REF
+    assert man["status"] == "ok"
+    assert man["n_items"] == N_REF
     fetched = [ln.split("\t")[1] for ln in plug.read_lines(log)]
     assert len(fetched) == len(todo_rois) <= N_REF - CHUNK * len(done)
     assert sorted(fetched) == sorted(plug.roi_id(sp) for sp in todo_rois)

@@ -20,11 +20,13 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from rs_embed_dask.export import tasks
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
-from rs_embed_dask.export.store import UNBOUNDED, open_root
+from rs_embed_dask.export.store import UNBOUNDED, open_root, resize_items
 from rs_embed_dask.registry import get_provider_class
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
 from rs_embed_dask.types import ExportLayout
@@ -80,14 +82,16 @@ class _Submitter:
         n_gpu = int(res.get("gpu", 0)) or max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
         cfg = plan.config
         cap = int(cfg.num_workers)
-        self.semaphores: dict[str, Any] = {}
+        # (name, max_leases) of each provider's cluster-wide distributed.Semaphore: plain values;
+        # each worker process builds its Semaphore inside a task (tasks.process_semaphore), where
+        # it binds to the worker and refreshes its leases (a shipped one is rebuilt outside that
+        # context and never refreshes them, so leases of long fetches expired after 30 s)
+        self.semaphores: dict[str, tuple[str, int]] = {}
         for backend in {m.backend for m in plan.models if not m.is_precomputed}:
             pmax = get_provider_class(backend).max_concurrency
             if pmax is not None:
                 cap = min(cap, int(pmax))
-                from distributed import Semaphore
-
-                self.semaphores[backend] = Semaphore(max_leases=int(pmax), name=f"rs-embed-dask-provider-{backend}")
+                self.semaphores[backend] = (f"rs-embed-dask-provider-{backend}", int(pmax))
         self.threads = max(1, min(cfg.effective_chunk_size, cap))
         self.fetch_slots = max(1, cap // self.threads)
         self.max_in_flight = self.fetch_slots + 2 * n_gpu + 2
@@ -152,32 +156,34 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
     """Run a validated export plan on ``client`` (or an embedded local cluster)."""
     from rs_embed_dask.cluster import export_client
 
-    if plan.layout == ExportLayout.COMBINED and plan.config.resume:
+    # a streamed request's fingerprint cannot cover its ROIs: never short-circuit it (its
+    # finished chunks are still skipped, ROI by ROI, when the working store remains)
+    if plan.layout == ExportLayout.COMBINED and plan.config.resume and plan.n_items is not None:
         done = _combined_already_done(plan)
         if done is not None:
             return done
     with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
-        # distributed.wait and Semaphore find their client through the current-client context:
-        # make it the client given here, which need not be the process-wide default one
-        with cl.as_current():
-            if plan.layout == ExportLayout.PER_ITEM:
-                return _run_per_item(cl, plan)
-            return _run_combined(cl, plan)
+        if plan.layout == ExportLayout.PER_ITEM:
+            return _run_per_item(cl, plan)
+        return _run_combined(cl, plan)
 
 
 def _drain(
     client: Any, sub: _Submitter, inflight: dict[Any, tuple[int, int]], fetch_pending: set[Any],
-    progress: Progress, results: list[Any], *, block_until: int, fetch_block_until: int,
+    progress: Progress, results: list[Any], *, block_until: int, fetch_block_until: int, finished: Any,
 ) -> None:  # fmt: skip
-    """Wait until fewer than the limits are outstanding; collect finished writes."""
-    from distributed import wait
+    """Wait until fewer than the limits are outstanding; collect finished writes.
 
+    ``finished`` is a ``distributed.as_completed`` on ``client``'s loop that tracks every
+    outstanding future: ``distributed.wait`` would need ``client`` to be the default client.
+    """
     while len(inflight) > block_until or len(fetch_pending) > fetch_block_until:
-        wait(list(inflight) + list(fetch_pending), return_when="FIRST_COMPLETED")
+        next(finished)  # blocks until an outstanding future is done
+        finished.next_batch(block=False)  # the others already done are found by the scans below
         for f in [f for f in fetch_pending if f.done()]:
             fetch_pending.discard(f)
         for f in [f for f in inflight if f.done()]:
-            start, n = inflight.pop(f)
+            _start, n = inflight.pop(f)
             if f.status == "error":
                 exc = f.exception()
                 for g in list(inflight) + list(fetch_pending):
@@ -195,16 +201,21 @@ def _run_chunks(client: Any, plan: ExportPlan, submit_write: Any, chunk_iter: It
     inflight: dict[Any, tuple[int, int]] = {}
     fetch_pending: set[Any] = set()
     results: list[Any] = []
+    from distributed import as_completed
+
+    finished = as_completed(loop=client.loop)
     for start, block, extra in chunk_iter:
         _drain(client, sub, inflight, fetch_pending, progress, results,
-               block_until=sub.max_in_flight - 1, fetch_block_until=sub.fetch_slots - 1)  # fmt: skip
+               block_until=sub.max_in_flight - 1, fetch_block_until=sub.fetch_slots - 1, finished=finished)  # fmt: skip
         fetched = sub.fetches(start, block)
         fetch_pending.update(fetched.values())
+        finished.update(fetched.values())
         inferred = sub.infers(start, block, fetched)
         wfut = submit_write(client, start, block, fetched, inferred, extra, sub)
         inflight[wfut] = (start, len(block))
+        finished.add(wfut)
         del fetched, inferred
-    _drain(client, sub, inflight, fetch_pending, progress, results, block_until=0, fetch_block_until=0)
+    _drain(client, sub, inflight, fetch_pending, progress, results, block_until=0, fetch_block_until=0, finished=finished)
     return results
 
 
@@ -288,7 +299,38 @@ def _combined_already_done(plan: ExportPlan) -> dict[str, Any] | None:
 
 
 def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
-    return bool(statuses) and all(s is not None and len(s) >= start + n and (s[start : start + n] != 0).all() for s in statuses)
+    # numpy columns, or lazy zarr arrays for a streamed store (item capacity UNBOUNDED)
+    return bool(statuses) and all(
+        s is not None and s.shape[0] >= start + n and (np.asarray(s[start : start + n]) != 0).all() for s in statuses
+    )
+
+
+def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: list[Any]) -> bool:
+    """Whether a finished chunk of the store holds these ROIs.
+
+    A listed request's fingerprint covers its spatials; a streamed one's cannot
+    (``"spatials": "streamed"``), so its chunks are checked one by one on resume.
+    """
+    if plan.n_items is not None:
+        return True
+    import json
+
+    import zarr
+
+    try:
+        stored = np.asarray(zarr.open_array(os.path.join(store_path, "spatials"), mode="r")[start : start + len(block)])
+    except Exception:
+        return False
+    return [str(x) for x in stored] == [json.dumps(jsonable(sp)) for sp in block]
+
+
+def _lazy_status(store_path: str, group: str) -> Any:
+    path = os.path.join(store_path, *group.split("/"), "status")
+    if not os.path.exists(os.path.join(path, "zarr.json")):
+        return None
+    import zarr
+
+    return zarr.open_array(path, mode="r")
 
 
 def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
@@ -316,7 +358,15 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
     statuses: list[Any] = []
     if os.path.exists(store_path):
         groups = [f"models/{sanitize_key(m.name)}" for m in plan.models] if plan.config.save_embeddings else [f"inputs/{k}" for k in plan.inputs]
-        statuses = [read_status(store_path, g) for g in groups]
+        if plan.n_items is None:
+            # streamed: the arrays may hold 10**12 items (or were shrunk when a zarr export was
+            # finalised): give them their unbounded capacity back and read statuses chunk by chunk
+            resize_items(store_path, UNBOUNDED)
+            root = open_root(store_path, mode="r+")
+            root.attrs["rs_embed_dask"] = {**dict(root.attrs).get("rs_embed_dask", {}), "complete": False}
+            statuses = [_lazy_status(store_path, g) for g in groups]
+        else:
+            statuses = [read_status(store_path, g) for g in groups]
     else:
         root = zarr.open_group(store_path, mode="w")
         root.attrs["rs_embed_dask"] = _store_attrs(plan, complete=False, n_items=plan.n_items, manifest={})
@@ -362,7 +412,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
     def chunk_iter() -> Iterator[Any]:
         for start, block in _chunks(plan):
             counter["n"] = start + len(block)
-            if statuses and _chunk_done(statuses, start, len(block)):
+            if statuses and _chunk_done(statuses, start, len(block)) and _same_spatials(plan, store_path, start, block):
                 progress.skip(len(block))
                 continue
             yield start, block, None

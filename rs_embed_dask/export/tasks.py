@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,26 @@ def ensure_plugins(plugins: dict[str, Any]) -> None:
             target[name] = cls
 
 
+_SEMAPHORES: dict[tuple[str, int], Any] = {}
+_semaphore_lock = threading.Lock()
+
+
+def process_semaphore(name: str, max_leases: int) -> Any:
+    """The ``distributed.Semaphore`` ``name`` (cluster-wide, ``max_leases`` slots) of this process.
+
+    Built here, inside a task, so it binds to the worker and refreshes its leases;
+    a Semaphore shipped in the graph is rebuilt outside the worker's context and
+    never refreshes them (a fetch longer than the lease timeout would lose its slot).
+    """
+    with _semaphore_lock:
+        sem = _SEMAPHORES.get((name, max_leases))
+        if sem is None:
+            from distributed import Semaphore
+
+            sem = _SEMAPHORES[(name, max_leases)] = Semaphore(max_leases=max_leases, name=name)
+        return sem
+
+
 class _NullLease:
     def __enter__(self) -> None:
         return None
@@ -79,8 +100,13 @@ def fetch_chunk(
     threads: int = 8,
     plugins: dict[str, Any] | None = None,
 ) -> ChunkInputs:
-    """Fetch every ROI of a chunk for one input key, ``threads`` at a time."""
+    """Fetch every ROI of a chunk for one input key, ``threads`` at a time.
+
+    ``semaphore`` is ``(name, max_leases)`` of the provider's cluster-wide cap (or ``None``).
+    """
     ensure_plugins(plugins or {})
+    if isinstance(semaphore, tuple):
+        semaphore = process_semaphore(*semaphore)
 
     def one(sp: Any) -> Any:
         def call() -> Any:
@@ -200,7 +226,7 @@ def infer_chunk(
                     except Exception as exc_i:
                         errors[i] = repr(exc_i)
     if not continue_on_error:
-        for i, err in enumerate(errors):
+        for err in errors:
             if err is not None:
                 raise ModelError(err)
     return ChunkEmbeddings(model=model.name, data=data, meta=meta, errors=errors)
