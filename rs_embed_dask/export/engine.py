@@ -12,7 +12,6 @@ any number of ROIs and caps concurrent provider requests across the cluster.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import shutil
 import uuid
@@ -435,11 +434,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
             pure=False,
         )
 
-    results = _run_chunks(client, plan, submit_write, chunk_iter(), progress)
+    _run_chunks(client, plan, submit_write, chunk_iter(), progress)
     progress.close()
     n_items = counter["n"]
-    return finalize_combined(plan, store_path, n_items, stats=results)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
+    return finalize_combined(plan, store_path, n_items)

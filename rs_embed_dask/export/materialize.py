@@ -78,7 +78,7 @@ def _inputs(store_path: str, plan: Any, n: int, arrays: dict[str, Any]) -> dict[
     return refs
 
 
-def finalize_combined(plan: Any, store_path: str, n: int, *, stats: list[Any]) -> dict[str, Any]:
+def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     """Write the combined export's files from the working store and return its manifest."""
     from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
 

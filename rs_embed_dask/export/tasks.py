@@ -232,18 +232,9 @@ def infer_chunk(
     return ChunkEmbeddings(model=model.name, data=data, meta=meta, errors=errors)
 
 
-def _column(values: list[np.ndarray | None], statuses: np.ndarray) -> tuple[tuple[int, ...] | None, list[int]]:
-    """Dense item shape (that of the first ok value) and the indices that are ragged."""
-    shape: tuple[int, ...] | None = None
-    ragged: list[int] = []
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if shape is None:
-            shape = tuple(v.shape)
-        elif tuple(v.shape) != shape:
-            ragged.append(i)
-    return shape, ragged
+def _first_shape(values: list[np.ndarray | None]) -> tuple[int, ...] | None:
+    """Item shape of the first ok value (the dense array's shape when it is created)."""
+    return next((tuple(v.shape) for v in values if v is not None), None)
 
 
 def _write_group(
@@ -261,8 +252,7 @@ def _write_group(
     n = len(values)
     status = np.array([st.FAILED if v is None else st.OK for v in values], dtype=np.int8)
     if write_data:
-        shape, _ = _column(values, status)
-        dense_shape = shape
+        dense_shape = _first_shape(values)
         if dense_shape is not None:
             arr = st.ensure_array(
                 store_path,
