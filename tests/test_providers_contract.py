@@ -1,7 +1,7 @@
 """One contract for every offline provider, plus the synthetic world's own properties.
 
-Providers join the contract through ``PROVIDER_CONTRACT_CASES`` in
-``tests/conftest.py`` (see its docstring).
+Providers join the contract with a module under ``tests/provider_cases/``
+(see that package's docstring).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import PROVIDER_CONTRACT_CASES
+from provider_cases import collect
 
 from rs_embed_dask import BBox, PointBuffer, TemporalSpec, list_providers
 from rs_embed_dask.errors import ProviderError, TransientProviderError
@@ -22,6 +22,7 @@ from rs_embed_dask.providers.synthetic import CLASSES, SyntheticProvider
 from rs_embed_dask.resolve import get_provider, reset_runtime
 from rs_embed_dask.specs import SensorSpec
 
+PROVIDER_CONTRACT_CASES = collect()
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
 SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")
 CONTRACT_ROIS = [
@@ -40,8 +41,7 @@ def _fresh_runtime():
 def provider_case(request):
     """``(name, provider, sensor)`` for a provider under the contract."""
     name = request.param
-    make = request.getfixturevalue(PROVIDER_CONTRACT_CASES[name])
-    options, sensor = make(CONTRACT_ROIS)
+    options, sensor = PROVIDER_CONTRACT_CASES[name](request, CONTRACT_ROIS)
     assert len(sensor.bands) >= 2, "the contract needs a sensor with at least two bands"
     return name, get_provider(name, options), sensor
 
