@@ -62,6 +62,9 @@ class Embedder:
         Frames per input for multi-temporal models, ``None`` for one composite.
     supports_autocast : bool
         Whether bf16/fp16 autocast is safe for this model on a GPU.
+    input_size : int or None
+        The backbone's native square input in pixels (e.g. 224), used by
+        ``input_prep`` to choose the tile size; ``None`` for any size.
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +74,7 @@ class Embedder:
     config_keys: ClassVar[frozenset[str]] = frozenset()
     n_frames: ClassVar[int | None] = None
     supports_autocast: ClassVar[bool] = False
+    input_size: ClassVar[int | None] = None
     output_modes: ClassVar[tuple[str, ...]] = ("pooled", "grid")
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
