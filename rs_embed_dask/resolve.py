@@ -28,6 +28,7 @@ __all__ = [
     "get_provider",
     "normalize_spatial",
     "normalize_temporal",
+    "provider_for_collection",
     "resolve_backend",
     "resolve_model",
     "sensor_cache_key",
@@ -84,17 +85,68 @@ def default_temporal(model: str) -> TemporalSpec:
     return TemporalSpec.range(*DEFAULT_RANGE)
 
 
-def resolve_backend(backend: str | None, describe: Mapping[str, Any]) -> str:
+#: ``SensorSpec.collection`` prefixes that name their provider (``backend="auto"``).
+_COLLECTION_PREFIXES = {"local:": "local", "file:": "local", "stac:": "stac", "synthetic:": "synthetic"}
+_PATH_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".nc4", ".zarr")
+
+
+def _looks_like_path(collection: str) -> bool:
+    """``True`` for file paths and globs (not Earth Engine ids such as ``COPERNICUS/S2``)."""
+    c = collection.strip()
+    if c.startswith(("/", "~", "./", "../", ".\\", "..\\")) or any(ch in c for ch in "*?["):
+        return True
+    if len(c) > 2 and c[1] == ":" and c[2] in "/\\":  # a Windows drive
+        return True
+    return c.lower().rstrip("/\\").endswith(_PATH_SUFFIXES)
+
+
+def provider_for_collection(collection: str | None) -> str:
+    """The provider ``backend="auto"`` picks for a sensor collection.
+
+    ``local:<path>`` or a path -> ``"local"``; ``stac:<collection>`` ->
+    ``"stac"``; ``synthetic`` -> ``"synthetic"``; anything else (an Earth
+    Engine collection id) -> ``$RS_EMBED_DEFAULT_PROVIDER``, else ``"gee"``.
+    """
+    c = str(collection or "").strip()
+    low = c.lower()
+    for prefix, name in _COLLECTION_PREFIXES.items():
+        if low.startswith(prefix):
+            return name
+    if low == "synthetic":
+        return "synthetic"
+    if low == "local" or (c and _looks_like_path(c)):
+        return "local"
+    return os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "").strip().lower() or "gee"
+
+
+def resolve_backend(
+    backend: str | None, describe: Mapping[str, Any], sensor: SensorSpec | None = None
+) -> str:
     """Normalise ``backend`` and check the model supports it.
 
-    ``"auto"`` becomes ``$RS_EMBED_DEFAULT_PROVIDER`` (else ``"gee"``) for
-    provider-backed models and stays ``"auto"`` for precomputed products that
-    are their own source.
+    Parameters
+    ----------
+    backend : str or None
+        ``"auto"`` (or ``None``) or a registered provider name.
+    describe : dict
+        The model's ``describe()``; its ``backend`` list says whether it reads
+        from a provider (``"provider"``) or is its own source (``"auto"``).
+    sensor : SensorSpec, optional
+        The resolved sensor; with ``"auto"`` its collection picks the provider
+        (:func:`provider_for_collection`).  Without it ``"auto"`` means
+        ``$RS_EMBED_DEFAULT_PROVIDER``, else ``"gee"``.
+
+    Returns
+    -------
+    str
+        A registered provider name, or ``"auto"`` for precomputed products,
+        which never touch a provider.
 
     Raises
     ------
     ProviderError
-        When an explicitly named provider is not registered.
+        When the named (or auto-selected) provider is not registered; the
+        message lists the registered ones.
     ModelError
         When the model does not support the backend.
     """
@@ -104,7 +156,11 @@ def resolve_backend(backend: str | None, describe: Mapping[str, Any]) -> str:
     if b == "auto":
         if "provider" not in kinds:
             return "auto"
-        return os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "gee").strip().lower()
+        if sensor is None:  # checked once the sensor is known (resolve_model calls again)
+            return os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "").strip().lower() or "gee"
+        picked = provider_for_collection(sensor.collection)
+        get_provider_class(picked)  # ProviderError listing the registered providers
+        return picked
     if b in kinds:
         return b
     if "provider" in kinds:
@@ -145,10 +201,14 @@ class ResolvedModel:
 
     @property
     def input_key(self) -> str | None:
-        """Input-sharing key: the same key means one fetch serves both models."""
+        """Input-sharing key: rs-embed's ``sensor_cache_key`` (same key, same fetch).
+
+        Models of one export reading the same sensor through different
+        providers get distinct keys from the export plan.
+        """
         if self.sensor is None or self.is_precomputed:
             return None
-        return sensor_cache_key(self.sensor, self.temporal_semantics, self.backend)
+        return sensor_cache_key(self.sensor, self.temporal_semantics)
 
 
 def sensor_cache_key(sensor: SensorSpec, semantics: str = "single", backend: str = "") -> str:
@@ -222,6 +282,8 @@ def resolve_model(
         resolved_sensor = base
     if resolved_sensor is None and not embedder.is_precomputed:
         raise ModelError(f"Model {canonical!r} has no default sensor; pass sensor=SensorSpec(...).")
+    if resolved_backend != "auto" and str(backend or "auto").strip().lower() == "auto":
+        resolved_backend = resolve_backend(backend, desc, resolved_sensor)
     return ResolvedModel(
         name=str(name),
         canonical=canonical,

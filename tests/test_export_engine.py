@@ -390,7 +390,7 @@ def test_continue_on_error_combined_records_failed_rois(
     assert sorted(entry["errors_by_index"], key=int) == [str(i) for i in expected_failures]
     for i in expected_failures:
         err = entry["errors_by_index"][str(i)]
-        assert err.startswith(f'ProviderError("Prefetch previously failed for model=rcf, index={i}, sensor=')
+        assert err.startswith(f'ProviderError("Prefetch previously failed for index={i}, sensor=')
         assert "ProviderError('synthetic provider: simulated fetch failure" in err
         assert entry["metas"][i] is None
     ok = [i for i in range(8) if i not in expected_failures]

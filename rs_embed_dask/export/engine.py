@@ -87,7 +87,11 @@ class _Submitter:
         # context and never refreshes them, so leases of long fetches expired after 30 s)
         self.semaphores: dict[str, tuple[str, int]] = {}
         for backend in {m.backend for m in plan.models if not m.is_precomputed}:
-            pmax = get_provider_class(backend).max_concurrency
+            pcls = get_provider_class(backend)
+            pmax = pcls.concurrency_limit(plan.provider_options)
+            plugin = pcls.worker_plugin(plan.provider_options)  # e.g. Earth Engine init on every worker
+            if plugin is not None:
+                client.register_plugin(plugin)
             if pmax is not None:
                 cap = min(cap, int(pmax))
                 self.semaphores[backend] = (f"rs-embed-dask-provider-{backend}", int(pmax))
@@ -144,7 +148,9 @@ class _Submitter:
                 backoff_s=cfg.retry_backoff_s,
                 continue_on_error=cfg.continue_on_error,
                 plugins=plan.plugins,
-                resources=self.gpu,
+                name_model_in_errors=plan.layout != ExportLayout.COMBINED,
+                # precomputed products read files or services and need no GPU: io workers
+                resources=self.io if m.is_precomputed else self.gpu,
                 key=self._key("infer", start, m.name),
                 pure=False,
             )

@@ -16,6 +16,7 @@ import numpy as np
 
 from rs_embed_dask.export.manifest import array_ref, item_fingerprint, per_item_manifest
 from rs_embed_dask.export.tasks import ChunkEmbeddings, ChunkInputs
+from rs_embed_dask.inspection import input_inspection
 from rs_embed_dask.pipeline import run_with_retry
 from rs_embed_dask.serialization import array_sha1, jsonable, sanitize_key
 
@@ -99,14 +100,15 @@ def write_chunk_per_item(
             input_ref = None
             if ci is not None and ci.data[j] is not None and save_inputs:
                 x = np.asarray(ci.data[j], dtype=np.float32)
+                report = input_inspection(x, m["sensor"], name=f"{backend}_input_{key}")
                 if key in written_inputs:
                     k0 = written_inputs[key]
-                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=None, dedup_reused=True)
+                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report, dedup_reused=True)
                 else:
                     k0 = f"input_chw__{mkey}"
                     arrays[k0] = x
                     written_inputs[key] = k0
-                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=None)
+                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report)
             entry["input"] = input_ref
             if ci is not None and ci.meta[j]:
                 entry["fetch_meta"] = ci.meta[j]
@@ -121,11 +123,10 @@ def write_chunk_per_item(
             else:
                 entry["embedding"] = None
                 entry["meta"] = None
-            if entry["status"] == "failed" and "error" in entry:  # rs-embed puts error before embedding
-                err = entry.pop("error")
-                emb, meta = entry.pop("embedding"), entry.pop("meta")
-                entry["error"] = err
-                entry["embedding"], entry["meta"] = emb, meta
+            if "error" in entry:  # rs-embed's order: a failed fetch's error before input, a model's after
+                head: tuple[str, ...] = ("model", "status", "sensor", "describe")
+                head += ("error",) if fetch_error is not None else ("input", "error")
+                entry = {**{k: entry[k] for k in head}, **{k: v for k, v in entry.items() if k not in head}}
             entries.append(entry)
         arr_path, json_path = item_paths(out_dir, name, fmt)
         man = per_item_manifest(

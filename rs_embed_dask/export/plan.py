@@ -173,6 +173,19 @@ def _plugins_for(models: tuple[ResolvedModel, ...], backends: set[str]) -> dict[
     return plugins
 
 
+def _request_backend(cls: Any, backend: str) -> str:
+    """The backend of one model: a request-wide provider applies to models that read providers.
+
+    A precomputed product that is its own source (its ``backends`` list neither
+    ``"provider"`` nor the named backend, e.g. tessera's ``("auto",)``) keeps
+    ``"auto"``, so ``backend="synthetic"`` can mix it with on-the-fly models.
+    """
+    own = getattr(cls, "backends", None)
+    if backend == "auto" or "precomputed" not in str(cls.model_type) or own is None:
+        return backend
+    return backend if ("provider" in own or backend in own) else "auto"
+
+
 def build_plan(
     *,
     spatials: Any,
@@ -260,7 +273,7 @@ def build_plan(
         resolved.append(
             resolve_model(
                 r.name,
-                backend=backend,
+                backend=_request_backend(cls, backend),
                 sensor=r_sensor,
                 fetch=r_fetch,
                 modality=r.modality if r.modality is not None else modality,
@@ -278,6 +291,8 @@ def build_plan(
         key = m.input_key
         if key is None:
             continue
+        if key in inputs and inputs[key].model.backend != m.backend:
+            key = f"{key}--{m.backend}"  # the same sensor through another provider: another fetch
         if key in inputs:
             prev = inputs[key]
             inputs[key] = InputSpec(key=key, owner=prev.owner, model=prev.model, users=(*prev.users, m.name))

@@ -158,8 +158,14 @@ def infer_chunk(
     backoff_s: float,
     continue_on_error: bool,
     plugins: dict[str, Any] | None = None,
+    name_model_in_errors: bool = True,
 ) -> ChunkEmbeddings:
-    """Embed a chunk with the worker-resident model; per-item errors with ``continue_on_error``."""
+    """Embed a chunk with the worker-resident model; per-item errors with ``continue_on_error``.
+
+    A ROI whose fetch failed gets rs-embed's "Prefetch previously failed"
+    error, which names the model in per-item exports only
+    (``name_model_in_errors``), as upstream's two writers do.
+    """
     ensure_plugins(plugins or {})
     n = len(spatials)
     data: list[np.ndarray | None] = [None] * n
@@ -170,7 +176,8 @@ def infer_chunk(
         if inputs is not None and inputs.data[i] is None:
             errors[i] = repr(
                 ProviderError(
-                    f"Prefetch previously failed for model={model.name}, index={start + i}, "
+                    f"Prefetch previously failed for {f'model={model.name}, ' if name_model_in_errors else ''}"
+                    f"index={start + i}, "
                     f"sensor={inputs.key}: {inputs.errors[i]}"
                 )
             )
