@@ -309,6 +309,32 @@ def _config_token(cfg: Mapping[str, Any] | tuple[tuple[str, Any], ...] | None) -
     return json.dumps(dict(cfg or {}), sort_keys=True, default=repr)
 
 
+def configure_cpu_threads() -> int | None:
+    """Apply ``$RS_EMBED_TORCH_THREADS`` to torch's intra-op pool (CPU inference).
+
+    Dask starts worker processes with ``OMP_NUM_THREADS=1``, right for many
+    single-threaded tasks but not for the one inference task of a CPU
+    stand-in worker, which should use the cores it was given;
+    :func:`rs_embed_dask.cluster.local_cluster` sets the variable for those
+    workers.  Returns the thread count applied, or ``None``.
+    """
+    value = os.environ.get("RS_EMBED_TORCH_THREADS", "").strip()
+    if not value:
+        return None
+    try:
+        n = max(1, int(value))
+    except ValueError:
+        warnings.warn(f"RS_EMBED_TORCH_THREADS={value!r} is not an integer; ignored.", UserWarning, stacklevel=2)
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> Any:
     """The process-wide, loaded embedder for ``(name, model_config, device)``."""
     from rs_embed_dask.models.base import resolve_device
@@ -324,6 +350,8 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
             return emb
         emb = cls(dict(model_config or {}))
         cls.check_available()
+        if dev == "cpu":
+            configure_cpu_threads()
         emb.load(dev)
         LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1
         _EMBEDDERS[key] = emb
