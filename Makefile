@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PIP) --upgrade pip
 	# torch/torchvision first, pinned: these releases lie on this platform's disk
 	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) -e ".[test,dev,models,torchgeo,stac,planetary,tessera,hpc,geo,plot,notebooks]"
+	$(PIP) -e ".[test,dev,models,torchgeo,gee,stac,planetary,tessera,hpc,geo,plot,notebooks]"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)

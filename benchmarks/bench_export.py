@@ -20,6 +20,7 @@ Writes benchmarks/results/export_bench.json and export_bench.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -75,10 +76,8 @@ class PeakRSS:
     def sample(self) -> int:
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
+            with contextlib.suppress(Exception):
                 total += p.memory_info().rss
-            except Exception:
-                pass
         return total
 
     def _run(self) -> None:
@@ -245,6 +244,8 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--infer-batch-size", type=int, default=16)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--inference-threads", type=int, default=None,
+                    help="torch threads of the CPU inference worker (default: all cores)")
     ap.add_argument("--mem-small", type=int, default=None, help="ROIs of the small memory run (default 2000; quick 500)")
     ap.add_argument("--mem-big", type=int, default=None, help="ROIs of the big memory run (default 20000; quick 5000)")
     args = ap.parse_args()
@@ -269,19 +270,20 @@ def main() -> None:
                        infer_batch_size=args.infer_batch_size, show_progress=False)  # fmt: skip
     res["export_config"] = {"num_workers": 32, "chunk_size": args.chunk_size, "infer_batch_size": args.infer_batch_size}
     try:
-        cluster = local_cluster(io_threads=32)
+        cluster = local_cluster(io_threads=32, inference_threads=args.inference_threads)
         with Client(cluster) as client:
             res["dashboard"] = client.dashboard_link
+            # warm-up: model load + plugin registration on the workers
+            run_export(client, "per_item", 16, tmp, cfg, "warm-pi", offset=50000)
+            run_export(client, "combined", 16, tmp, cfg, "warm-c", offset=50000)
+            print("warm-up done", flush=True)
+            # after the model load, which applies RS_EMBED_TORCH_THREADS on the inference workers
             worker_threads = client.run(lambda: __import__("torch").get_num_threads())
             res["worker_torch_threads"] = worker_threads
             gpu_workers = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if "gpu" in (w.get("resources") or {})]
             inf_threads = int(worker_threads[gpu_workers[0]]) if gpu_workers else torch.get_num_threads()
             res["torch_threads_inference_worker"] = inf_threads
             print(f"torch threads per worker: {worker_threads}", flush=True)
-            # warm-up: model load + plugin registration on the workers
-            run_export(client, "per_item", 16, tmp, cfg, "warm-pi", offset=50000)
-            run_export(client, "combined", 16, tmp, cfg, "warm-c", offset=50000)
-            print("warm-up done", flush=True)
             res["export_per_item"] = run_export(client, "per_item", n_exp, tmp, cfg, "pi")
             print(f"  export per_item: {res['export_per_item']['rois_per_s']:.2f} ROI/s", flush=True)
             res["export_combined"] = run_export(client, "combined", n_exp, tmp, cfg, "c")

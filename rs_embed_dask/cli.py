@@ -1,16 +1,24 @@
-"""The ``rs-embed-dask`` command line (also ``python -m rs_embed_dask``)."""
+"""The ``rs-embed-dask`` command line (also ``python -m rs_embed_dask``).
+
+Commands: ``export JOB.yaml``, ``models``, ``describe MODEL``, ``inspect EXPORT``,
+``demo`` and ``cluster local|slurm|pbs``.  Exit codes: 0 success, 1 an export
+with failed or partial models, 2 bad input (the job file, arguments, a model name).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -81,6 +89,184 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_override(args: argparse.Namespace, job: Any) -> Any:
+    """The job's cluster, replaced by ``--local``/``--scheduler``/``--scheduler-file``/``--jobqueue``."""
+    from pathlib import Path
+
+    from rs_embed_dask.jobfile import ClusterChoice, jobqueue_choice
+
+    if args.local:
+        return ClusterChoice()
+    if args.scheduler:
+        return ClusterChoice(kind="scheduler", address=args.scheduler)
+    if args.scheduler_file:
+        return ClusterChoice(kind="scheduler_file", address=os.path.abspath(args.scheduler_file))
+    if args.jobqueue:
+        from rs_embed_dask.errors import SpecError
+
+        def err(path: str, msg: str) -> SpecError:
+            # "cluster.scale.cpu" -> "--scale: cpu: ..."
+            _, flag, *rest = path.split(".")
+            return SpecError(": ".join([f"--{flag}", *rest, msg]))
+
+        scale = _pairs(args.scale, "--scale", int)
+        adapt = {k: [int(x) for x in v.split(":")] for k, v in _pairs(args.adapt, "--adapt", str).items()}
+        return jobqueue_choice(err, args.jobqueue, scale, adapt, Path.cwd())
+    return job.cluster
+
+
+def _pairs(items: list[str] | None, flag: str, conv: Any) -> dict[str, Any]:
+    from rs_embed_dask.errors import SpecError
+
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            out[k] = conv(v)
+        except ValueError as exc:
+            raise SpecError(f"{flag} expects POOL=VALUE (e.g. gpu=4, or gpu=1:8 for --adapt); got {item!r}.") from exc
+    return out
+
+
+@contextlib.contextmanager
+def _client_for(choice: Any, *, wait_s: float) -> Iterator[Any]:
+    """A client for the job's cluster; ``None`` lets the export start its embedded local cluster."""
+    from distributed import Client
+
+    from rs_embed_dask import cluster as clusters
+
+    if choice.kind == "local":
+        if not choice.local:
+            yield None
+            return
+        lc = clusters.local_cluster(**dict(choice.local))
+        try:
+            with Client(lc) as c:
+                yield c
+        finally:
+            lc.close()
+        return
+    if choice.kind in ("scheduler", "scheduler_file"):
+        kw = {"address": choice.address} if choice.kind == "scheduler" else {"scheduler_file": choice.address}
+        client = clusters.connect(**kw, timeout=wait_s)
+        try:
+            _wait_for_pools(client, ("io", "gpu") if clusters.cluster_resources(client) else (), wait_s)
+            yield client
+        finally:
+            client.close()
+        return
+    cfg = clusters.load_cluster_config(choice.address)
+    make = clusters.slurm_cluster if cfg.kind == "slurm" else clusters.pbs_cluster
+    jq = make(cfg, scale=dict(choice.scale) or None, adapt=dict(choice.adapt) or None)
+    try:
+        with Client(jq) as c:
+            wanted = {cfg.pool(p).resource for p, n in choice.scale.items() if n} | {
+                cfg.pool(p).resource for p, (lo, _) in choice.adapt.items() if lo
+            }
+            _wait_for_pools(c, tuple(sorted(wanted)), wait_s)
+            yield c
+    finally:
+        jq.close()
+
+
+def _wait_for_pools(client: Any, resources: tuple[str, ...], wait_s: float) -> None:
+    """Wait until a worker is up and every resource in ``resources`` is advertised."""
+    from rs_embed_dask.cluster import cluster_resources
+    from rs_embed_dask.errors import ProviderError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        have = cluster_resources(client)
+        if info and all(have.get(r) for r in resources):
+            return
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"no workers with resources {list(resources)} joined the scheduler within {wait_s:.0f} s "
+                f"(workers: {len(info)}, resources: {have})."
+            )
+        time.sleep(0.5)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from rs_embed_dask import export_batch
+    from rs_embed_dask.jobfile import load_job
+
+    job = load_job(args.job)
+    job = job.with_cluster(_cluster_override(args, job))
+    cfg = job.config
+    if args.resume:
+        cfg = replace(cfg, resume=True)
+    if args.quiet:
+        cfg = replace(cfg, show_progress=False)
+    job = replace(job, config=cfg)
+    # everything is validated: only now is a cluster started or connected
+    t0 = time.perf_counter()
+    with _client_for(job.cluster, wait_s=args.wait) as client:
+        result = export_batch(**job.export_kwargs(), client=client)
+    dt = time.perf_counter() - t0
+    manifests = result if isinstance(result, list) else [result]
+    statuses = [str(m.get("status", "ok")) for m in manifests]
+    status = "ok" if all(s == "ok" for s in statuses) else ("failed" if all(s == "failed" for s in statuses) else "partial")
+    where = job.target.out_file or job.target.out_dir
+    print(f"rs-embed-dask: export {status}: {len(manifests) if isinstance(result, list) else manifests[0].get('n_items', '?')} "
+          f"item(s) in {dt:.1f} s -> {where}")  # fmt: skip
+    return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from rs_embed_dask.inspect_export import export_summary, format_summary
+
+    if not os.path.exists(args.export):
+        print(f"rs-embed-dask: error: export {args.export!r} does not exist.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = export_summary(args.export)
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import signal
+
+    from distributed import Client
+
+    from rs_embed_dask import cluster as clusters
+
+    if args.kind == "local":
+        cl = clusters.local_cluster(
+            io_workers=args.io_workers,
+            io_threads=args.io_threads,
+            inference_workers=args.inference_workers,
+            dashboard_address=args.dashboard_address,
+        )
+    else:
+        scale = _pairs(args.scale, "--scale", int)
+        adapt = {k: tuple(int(x) for x in v.split(":")) for k, v in _pairs(args.adapt, "--adapt", str).items()}
+        make = clusters.slurm_cluster if args.kind == "slurm" else clusters.pbs_cluster
+        cl = make(args.config or args.kind, scale=scale or None, adapt=adapt or None)  # type: ignore[arg-type]
+        if args.print_job_scripts:
+            for pool in cl.pools:
+                print(f"# --- job script of pool {pool!r} ---\n{cl.job_script(pool)}")
+    if args.scheduler_file:
+        with Client(cl) as c:
+            c.write_scheduler_file(args.scheduler_file)
+        print(f"rs-embed-dask: scheduler file {args.scheduler_file}", flush=True)
+    print("rs-embed-dask: running; press Ctrl-C to stop.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("rs-embed-dask: stopping the cluster", flush=True)
+    finally:
+        cl.close()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rs-embed-dask``."""
     p = argparse.ArgumentParser(prog="rs-embed-dask", description="Remote-sensing embeddings on Dask.")
@@ -97,6 +283,49 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--buffer-m", type=float, default=320.0, help="ROI half side in metres")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
+
+    e = sub.add_parser(
+        "export",
+        help="run an export described by a YAML job file",
+        description="Run an export described by a YAML job file (see docs/hpc.md). The whole job is "
+        "validated before any cluster is started. Exit code 0: all models ok; 1: failed or partial "
+        "models; 2: bad input.",
+    )
+    e.add_argument("job", help="the YAML job file")
+    where = e.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="run on an embedded local cluster (ignore the job's cluster)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running scheduler, e.g. tcp://10.0.0.5:8786")
+    where.add_argument("--scheduler-file", metavar="PATH", help="connect to the scheduler that wrote PATH")
+    where.add_argument("--jobqueue", metavar="CONFIG", help="start a dask-jobqueue cluster from a cluster YAML (or 'slurm'/'pbs')")
+    e.add_argument("--scale", action="append", metavar="POOL=N", help="jobs per pool with --jobqueue (repeatable)")
+    e.add_argument("--adapt", action="append", metavar="POOL=MIN:MAX", help="adaptive pool with --jobqueue (repeatable)")
+    e.add_argument("--resume", action="store_true", help="skip chunks already in the working store (config.resume)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for workers (default 600)")
+    e.set_defaults(func=_cmd_export)
+
+    i = sub.add_parser("inspect", help="summarise an export: models, statuses, shapes, failures")
+    i.add_argument("export", help="a combined file (.npz/.nc/.zarr), its .json manifest, or a per-item folder")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.set_defaults(func=_cmd_inspect)
+
+    c = sub.add_parser(
+        "cluster",
+        help="start a cluster, print its address and dashboard, run until Ctrl-C",
+        description="Start a cluster with an IO pool and an inference pool, print the scheduler address "
+        "and the dashboard link, and keep it running until Ctrl-C. Exports connect with --scheduler.",
+    )
+    c.add_argument("kind", choices=("local", "slurm", "pbs"))
+    c.add_argument("--config", help="cluster YAML for slurm/pbs (default: the name of the kind in cluster/)")
+    c.add_argument("--scale", action="append", metavar="POOL=N", help="jobs per pool for slurm/pbs (repeatable)")
+    c.add_argument("--adapt", action="append", metavar="POOL=MIN:MAX", help="adaptive pool for slurm/pbs (repeatable)")
+    c.add_argument("--print-job-scripts", action="store_true", help="print each pool's batch script")
+    c.add_argument("--io-workers", type=int, default=1, help="local: IO worker processes (default 1)")
+    c.add_argument("--io-threads", type=int, default=8, help="local: fetch threads per IO worker (default 8)")
+    c.add_argument("--inference-workers", type=int, default=None, help="local: inference workers (default one per GPU)")
+    c.add_argument("--dashboard-address", default=":8787", help="local: dashboard address (default :8787)")
+    c.add_argument("--scheduler-file", metavar="PATH", help="also write the scheduler's address to PATH")
+    c.set_defaults(func=_cmd_cluster)
     return p
 
 
@@ -107,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except RSEmbedError as exc:
+    except (RSEmbedError, FileNotFoundError) as exc:
+        from rs_embed_dask.errors import ProviderError
+
         print(f"rs-embed-dask: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED if isinstance(exc, ProviderError) else EXIT_BAD_INPUT

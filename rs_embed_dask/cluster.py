@@ -1,8 +1,17 @@
-"""Clusters for exports: the embedded local cluster with IO and inference pools.
+"""Clusters for exports: local pools, dask-jobqueue pools and running schedulers.
 
-IO workers run many threads and advertise the resource ``io``; inference
-workers run one thread each, advertise ``gpu`` and see one GPU each
-(``CUDA_VISIBLE_DEVICES``), or stand in for a GPU on a machine without one.
+Every cluster an export runs on has two pools of workers.  IO workers run
+many threads and advertise the resource ``io``; inference workers run one
+thread each, advertise ``gpu`` and see one GPU each (``CUDA_VISIBLE_DEVICES``),
+or stand in for a GPU on a machine without one.
+
+- :func:`local_cluster`: both pools on this machine (the embedded default).
+- :func:`slurm_cluster` / :func:`pbs_cluster`: both pools as batch jobs,
+  from a YAML file in the repository's ``cluster/`` folder (see
+  :class:`JobQueuePools` for why one cluster holds two job templates).
+- :func:`connect`: a client of a scheduler that is already running (an
+  address or a ``--scheduler-file``), e.g. one started by
+  ``cluster/sbatch_export.sh``.
 """
 
 from __future__ import annotations
@@ -12,7 +21,22 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["cluster_resources", "export_client", "local_cluster"]
+from rs_embed_dask.errors import SpecError
+
+__all__ = [
+    "ClusterConfig",
+    "JobQueuePools",
+    "PoolConfig",
+    "cluster_resources",
+    "connect",
+    "export_client",
+    "job_script",
+    "load_cluster_config",
+    "local_cluster",
+    "pbs_cluster",
+    "print_dashboard",
+    "slurm_cluster",
+]
 
 
 def _visible_gpus() -> list[str]:
@@ -35,6 +59,8 @@ def local_cluster(
     memory_limit: str | float | None = "auto",
     dashboard_address: str | None = ":0",
     processes: bool = True,
+    verbose: bool = True,
+    inference_threads: int | None = None,
 ) -> Any:
     """Start a local cluster with separate IO and inference pools.
 
@@ -53,6 +79,13 @@ def local_cluster(
         Where the dashboard listens (``":0"``: a free port; ``None``: no dashboard).
     processes : bool, default True
         Worker processes (``True``) or threads in this process (``False``).
+    verbose : bool, default True
+        Print the dashboard link.
+    inference_threads : int, optional
+        torch threads of each inference worker that runs on the CPU (no GPU
+        visible); default: the machine's cores shared among the inference
+        workers.  Dask starts workers with ``OMP_NUM_THREADS=1``; the
+        inference task is the one that should use the cores.
 
     Returns
     -------
@@ -87,6 +120,9 @@ def local_cluster(
         }
         if gpus and processes:
             opts["env"]["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        elif processes:
+            threads = inference_threads or max(1, (os.cpu_count() or 1) // n_inf)
+            opts["env"]["RS_EMBED_TORCH_THREADS"] = str(int(threads))
         workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
     scheduler = {
         "cls": Scheduler,
@@ -98,7 +134,10 @@ def local_cluster(
             "host": "127.0.0.1",
         },
     }
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
+    cluster = SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
+    if verbose:
+        print_dashboard(cluster, "local cluster")
+    return cluster
 
 
 def cluster_resources(client: Any) -> dict[str, float]:
@@ -129,7 +168,7 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
     if active is not None:
         yield active
         return
-    cluster = local_cluster(io_threads=io_threads)
+    cluster = local_cluster(io_threads=io_threads, verbose=False)
     try:
         with Client(cluster) as c:
             if verbose and c.dashboard_link:
@@ -137,3 +176,68 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
             yield c
     finally:
         cluster.close()
+
+
+def print_dashboard(obj: Any, what: str = "cluster") -> None:
+    """Print the scheduler address and dashboard link of a cluster or client."""
+    address = getattr(obj, "scheduler_address", None) or getattr(obj.scheduler, "address", "?")
+    link = getattr(obj, "dashboard_link", None)
+    print(f"rs-embed-dask: {what} scheduler at {address}", flush=True)
+    if link:
+        print(f"rs-embed-dask: dashboard at {link}", flush=True)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    scheduler_file: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+    verbose: bool = True,
+) -> Any:
+    """A client of a scheduler that is already running.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address, e.g. ``"tcp://10.0.0.5:8786"``.
+    scheduler_file : path, optional
+        The JSON file a scheduler started with ``dask scheduler --scheduler-file``
+        writes; exactly one of ``address`` and ``scheduler_file`` is given.
+    timeout : float, default 60
+        Seconds to wait for the scheduler (the scheduler file may not exist yet
+        when the scheduler is still starting).
+    verbose : bool, default True
+        Print the scheduler address and the dashboard link.
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    SpecError
+        Neither or both of ``address`` and ``scheduler_file`` given.
+    """
+    from distributed import Client
+
+    if (address is None) == (scheduler_file is None):
+        raise SpecError("connect() needs exactly one of address='tcp://HOST:PORT' or scheduler_file=PATH.")
+    if scheduler_file is not None:
+        client = Client(scheduler_file=os.fspath(scheduler_file), timeout=timeout)
+    else:
+        client = Client(address, timeout=timeout)
+    if verbose:
+        print_dashboard(client, "connected to")
+    return client
+
+
+# the jobqueue pools live in their own module; they are part of this module's API
+from rs_embed_dask.jobqueue_pools import (  # noqa: E402
+    ClusterConfig,
+    JobQueuePools,
+    PoolConfig,
+    job_script,
+    load_cluster_config,
+    pbs_cluster,
+    slurm_cluster,
+)

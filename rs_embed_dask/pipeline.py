@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from rs_embed_dask import tiling
 from rs_embed_dask.errors import ModelError, TransientProviderError
 from rs_embed_dask.providers.base import FetchResult
 from rs_embed_dask.resolve import ResolvedModel, get_embedder, get_provider
-from rs_embed_dask.specs import InputPrepSpec, OutputSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.specs import InputPrepSpec, OutputSpec, SpatialSpec, TemporalSpec, resolve_input_prep
 from rs_embed_dask.types import Embedding
 
-__all__ = ["embed_batch", "fetch_input", "run_with_retry"]
+__all__ = ["embed_batch", "fetch_input", "finalize_meta", "orient_grid", "run_with_retry"]
 
 T = TypeVar("T")
 
@@ -64,17 +65,23 @@ def fetch_input(
     return provider.fetch(spatial, temporal, model.sensor, n_frames=model.n_frames)
 
 
-def _prep_meta(prep: InputPrepSpec) -> dict[str, Any]:
-    return {"prep_version": 1, "requested_mode": prep.mode, "resolved_mode": "resize"}
-
-
-def _orientation_meta(meta: dict[str, Any], output: OutputSpec) -> None:
-    native = meta.get("y_axis_direction", "north_to_south")
-    meta["grid_orientation_policy"] = output.grid_orientation
-    meta["grid_native_y_axis_direction"] = native
-    meta["grid_native_orientation_reason"] = "common_grid_north_up"
-    meta["grid_orientation_applied"] = False
-    meta["y_axis_direction"] = native
+def _run_model(
+    embedder: Any,
+    model: ResolvedModel,
+    arrays: Sequence[np.ndarray],
+    contexts: Sequence[Mapping[str, Any]],
+    output: OutputSpec,
+    step: int,
+) -> list[Embedding]:
+    out: list[Embedding] = []
+    for s in range(0, len(arrays), step):
+        part = embedder.embed_inputs(arrays[s : s + step], output=output, contexts=contexts[s : s + step])
+        if len(part) != len(arrays[s : s + step]):
+            raise ModelError(
+                f"Model {model.name!r} returned {len(part)} embeddings for {len(arrays[s : s + step])} inputs."
+            )
+        out.extend(part)
+    return out
 
 
 def embed_batch(
@@ -84,25 +91,141 @@ def embed_batch(
     output: OutputSpec,
     contexts: Sequence[Mapping[str, Any]],
     device: str = "auto",
-    input_prep: InputPrepSpec | None = None,
+    input_prep: InputPrepSpec | str | None = None,
     batch_size: int | None = None,
 ) -> list[Embedding]:
-    """Embed ``inputs`` with the process-resident model, in batches of ``batch_size``."""
+    """Embed ``inputs`` with the process-resident model, applying ``input_prep``.
+
+    Every input is planned first (resize, one tile or many tiles; see
+    :func:`rs_embed_dask.tiling.plan_input_prep`), so a request over
+    ``max_tiles_hard`` fails before any model call.  Whole inputs and the tiles
+    of all tiled inputs then go through the model together, ``batch_size``
+    arrays per call; tile outputs are stitched (grid) or pooled back per input.
+
+    Parameters
+    ----------
+    model : ResolvedModel
+        The validated model request.
+    inputs : sequence of numpy.ndarray
+        ``(C, H, W)`` or ``(T, C, H, W)`` raw provider arrays.
+    output : OutputSpec
+        Pooled or grid output.
+    contexts : sequence of dict
+        Per input: ``spatial``, ``temporal``, ``sensor`` and ``fetch_meta``.
+    device : str, default "auto"
+        Device of the process-resident model.
+    input_prep : InputPrepSpec or str, optional
+        ``None`` is rs-embed's default (``"tile"``).
+    batch_size : int, optional
+        Arrays (whole inputs or tiles) per model call; all at once when ``None``.
+
+    Returns
+    -------
+    list of Embedding
+        One per input, in order, with ``meta["input_prep"]`` and, for grids,
+        the orientation keys.
+
+    Raises
+    ------
+    ModelError
+        For an invalid ``input_prep``, too many tiles, or a failed forward pass.
+    """
     embedder = get_embedder(model.canonical, model.config_dict, device)
-    prep = input_prep or InputPrepSpec()
-    n = len(inputs)
-    step = max(1, int(batch_size or n or 1))
+    prep = input_prep if isinstance(input_prep, InputPrepSpec) else resolve_input_prep(input_prep)
+    decisions = [tiling.plan_input_prep(prep, embedder, output, tuple(np.shape(x))[-2:]) for x in inputs]
+    arrays: list[np.ndarray] = []
+    job_ctx: list[Mapping[str, Any]] = []
+    spans: list[tuple[int, int]] = []
+    for x, ctx, dec in zip(inputs, contexts, decisions, strict=True):
+        first = len(arrays)
+        arr = tiling.snap_input(np.asarray(x), dec.input_hw)
+        if dec.plan is None:
+            arrays.append(arr)
+            job_ctx.append(ctx)
+        else:
+            for tile, m in zip(tiling.extract_tiles(arr, dec.plan), dec.plan.tiles(), strict=True):
+                arrays.append(tile)
+                sp = ctx.get("spatial")
+                job_ctx.append({**ctx, "spatial": tiling.tile_spatial(sp, m, dec.input_hw), "tile": m})
+        spans.append((first, len(arrays)))
+    step = max(1, int(batch_size or len(arrays) or 1))
+    results = _run_model(embedder, model, arrays, job_ctx, output, step)
     out: list[Embedding] = []
-    for s in range(0, n, step):
-        part = embedder.embed_inputs(inputs[s : s + step], output=output, contexts=contexts[s : s + step])
-        if len(part) != len(inputs[s : s + step]):
-            raise ModelError(
-                f"Model {model.name!r} returned {len(part)} embeddings for {len(inputs[s:s + step])} inputs."
-            )
-        out.extend(part)
-    for emb, ctx in zip(out, contexts, strict=True):
-        finalize_meta(emb, model, output, ctx, prep)
+    for (a, b), dec, x in zip(spans, decisions, inputs, strict=True):
+        if dec.plan is None:
+            emb = results[a]
+        else:
+            emb = _merge_tiles(results[a:b], dec, output, tuple(np.shape(x))[-2:])
+        out.append(emb)
+    for emb, ctx, dec in zip(out, contexts, decisions, strict=True):
+        finalize_meta(emb, model, output, ctx, prep, prep_meta=dec.meta)
     return out
+
+
+def _merge_tiles(
+    parts: Sequence[Embedding], dec: tiling.PrepDecision, output: OutputSpec, orig_hw: tuple[int, ...]
+) -> Embedding:
+    """One embedding from the embeddings of a plan's tiles (stitched grid or pooled reduce)."""
+    assert dec.plan is not None
+    meta = dict(parts[0].meta)
+    prep_meta = dec.meta
+    if output.mode == "grid":
+        south_up = meta.get("y_axis_direction") == "south_to_north"
+        # stitch in input row order, then give the model's native orientation back
+        grids = [p.to_numpy()[..., ::-1, :] if south_up else p.to_numpy() for p in parts]
+        data = tiling.stitch_grids(grids, dec.plan)
+        if south_up:
+            data = np.ascontiguousarray(data[..., ::-1, :])
+        hw = [int(data.shape[-2]), int(data.shape[-1])]
+        for key in ("grid_hw", "grid_shape", "grid_hw_tokens"):
+            if key in meta:
+                meta[key] = list(hw)
+        prep_meta.update(merged_output="grid_stitch", stitched_grid_shape=hw, stitch_policy="midpoint_cut")
+    else:
+        data = tiling.pool_tiles([p.to_numpy() for p in parts], dec.plan, output.pooling)
+        prep_meta.update(merged_output="pooled_reduce")
+    meta["input_hw"] = [int(orig_hw[0]), int(orig_hw[1])]
+    return Embedding(data=data, meta=meta)
+
+
+_Y_DIRECTIONS = ("north_to_south", "south_to_north")
+
+
+def _native_y_direction(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """The grid's native row order and where it was read from."""
+    transform = meta.get("transform")
+    if transform is not None:
+        e = getattr(transform, "e", None)
+        if e is None and isinstance(transform, Sequence) and len(transform) >= 5:
+            e = transform[4]
+        if isinstance(e, (int, float)) and e != 0:
+            return ("north_to_south" if e < 0 else "south_to_north"), "transform_e_sign"
+    declared = meta.get("y_axis_direction")
+    if declared == "south_to_north":
+        return declared, "model_declared_y_axis_direction"
+    if declared is None or declared == "north_to_south":
+        return "north_to_south", "common_grid_north_up"
+    return "unknown", "model_declared_y_axis_direction"
+
+
+def orient_grid(emb: Embedding, output: OutputSpec) -> None:
+    """Record rs-embed's grid orientation keys and flip a south-up grid for ``north_up``.
+
+    Pooled embeddings are left untouched.
+    """
+    if output.mode != "grid":
+        return
+    meta = emb.meta
+    native, reason = _native_y_direction(meta)
+    flip = output.grid_orientation == "north_up" and native == "south_to_north"
+    if flip:
+        data = emb.data[..., ::-1, :]
+        emb.data = np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data
+    meta["grid_orientation_policy"] = output.grid_orientation
+    meta["grid_native_y_axis_direction"] = native
+    meta["grid_native_orientation_reason"] = reason
+    meta["grid_orientation_applied"] = flip
+    meta["y_axis_direction"] = "north_to_south" if flip else native
 
 
 def finalize_meta(
@@ -111,8 +234,14 @@ def finalize_meta(
     output: OutputSpec,
     ctx: Mapping[str, Any],
     prep: InputPrepSpec,
+    *,
+    prep_meta: Mapping[str, Any] | None = None,
 ) -> None:
-    """Add rs-embed's standard meta keys (model, sensor, temporal, input_prep, grid)."""
+    """Add rs-embed's standard meta keys (model, sensor, temporal, input_prep, grid orientation).
+
+    ``prep_meta`` is the ``input_prep`` record of the resolved preparation;
+    without it the input is recorded as resized.
+    """
     from rs_embed_dask.serialization import jsonable
 
     meta = emb.meta
@@ -126,6 +255,11 @@ def finalize_meta(
     fetch_meta = ctx.get("fetch_meta")
     if fetch_meta:
         meta.setdefault("input_grid", fetch_meta.get("grid"))
-    meta.setdefault("input_prep", _prep_meta(prep))
-    if output.mode == "grid":
-        _orientation_meta(meta, output)
+    if prep_meta is None:
+        prep_meta = {
+            "prep_version": tiling.PREP_VERSION,
+            "requested_mode": prep.mode,
+            "resolved_mode": "resize",
+        }
+    meta.setdefault("input_prep", dict(prep_meta))
+    orient_grid(emb, output)

@@ -38,12 +38,36 @@ PROVIDER_GROUP = "rs_embed_dask.providers"
 # name -> "module:Class" (built-ins) or the class itself (registered at run time)
 _BUILTIN_MODELS: dict[str, str] = {
     "rcf": "rs_embed_dask.models.rcf:RCFEmbedder",
+    "ssl4eo_s2_resnet": "rs_embed_dask.models.torchgeo_models:SSL4EOResNetEmbedder",
+    "ssl4eo_s2_vit": "rs_embed_dask.models.torchgeo_models:SSL4EOViTEmbedder",
+    "panopticon": "rs_embed_dask.models.torchgeo_models:PanopticonEmbedder",
+    "copernicusfm": "rs_embed_dask.models.torchgeo_models:CopernicusFMEmbedder",
+    "croma": "rs_embed_dask.models.torchgeo_models:CROMAEmbedder",
+    "prithvi": "rs_embed_dask.models.prithvi:PrithviEmbedder",
+    "gse": "rs_embed_dask.models.gse:GSEAnnualEmbedder",
+    "remoteclip": "rs_embed_dask.models.remoteclip:RemoteCLIPEmbedder",
+    "satmae": "rs_embed_dask.models.satmae:SatMAEEmbedder",
+    "scalemae": "rs_embed_dask.models.scalemae:ScaleMAEEmbedder",
+    "dofa": "rs_embed_dask.models.dofa:DOFAEmbedder",
+    "tessera": "rs_embed_dask.models.tessera:TesseraEmbedder",
+    "copernicus": "rs_embed_dask.models.copernicus:CopernicusEmbedder",
 }
 _BUILTIN_PROVIDERS: dict[str, str] = {
     "synthetic": "rs_embed_dask.providers.synthetic:SyntheticProvider",
     "local": "rs_embed_dask.providers.local:LocalProvider",
+    "stac": "rs_embed_dask.providers.stac:StacProvider",
+    "gee": "rs_embed_dask.providers.gee:GEEProvider",
 }
-_MODEL_ALIASES: dict[str, str] = {"mosaiks": "rcf"}
+# rs-embed's aliases of the models we have (reference 1.4), plus our own
+_MODEL_ALIASES: dict[str, str] = {
+    "mosaiks": "rcf",
+    "copernicus_embed": "copernicus",
+    "gse_annual": "gse",
+    "prithvi_eo_v2_s2_6b": "prithvi",
+    "remoteclip_s2rgb": "remoteclip",
+    "satmae_rgb": "satmae",
+    "scalemae_rgb": "scalemae",
+}
 
 _models: dict[str, Any] = {}
 _providers: dict[str, Any] = {}

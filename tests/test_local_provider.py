@@ -363,3 +363,53 @@ def test_get_embedding_end_to_end_matches_the_synthetic_backend(tmp_path):
     # identical input pixels; the synthetic array is not C-contiguous, which changes torch's
     # float summation order in the last bits, hence a tolerance rather than bit equality
     np.testing.assert_allclose(local.to_numpy(), ref.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+# -- one file per band -------------------------------------------------------------------------
+def _per_band_files(root, name_of, sensor, days):
+    """Single-band uint16 GeoTIFFs of ROI per band and day (offset 100 per day); their expected stack."""
+    win = grid_window(ROI, 10)
+    ref = np.round(synthetic(ROI, sensor))
+    stacks = []
+    for k, day in enumerate(days):
+        vals = ref + 100 * k
+        for i, band in enumerate(BANDS):
+            path = root / name_of(day, band)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tif(path, vals[i : i + 1], win.transform, bands=None, dtype="uint16")
+        stacks.append(vals)
+    return stacks
+
+
+@pytest.mark.parametrize(
+    "name_of",
+    [
+        lambda day, band: f"{day:%Y%m%d}_{band.replace('B', 'B0') if len(band) == 2 else band}.tif",
+        lambda day, band: f"{band}/{day.isoformat()}.tif",
+        lambda day, band: f"{day.isoformat()}/{band}.tif",
+    ],
+    ids=["date_band_names", "folder_per_band", "folder_per_date"],
+)
+def test_one_file_per_band_layouts(tmp_path, sensor, name_of):
+    days = [date(2022, 6, 10), date(2022, 7, 10), date(2022, 8, 10)]
+    stacks = _per_band_files(tmp_path, name_of, sensor, days)
+    prov = LocalProvider(path=str(tmp_path))
+    res = prov.fetch(ROI, SUMMER, sensor)
+    assert res.meta["local_layout"] == "per-band"
+    assert res.meta["local_dates"] == [d.isoformat() for d in days]
+    np.testing.assert_array_equal(res.data, stacks[1])  # median of offsets 0, 100, 200
+    mosaic = prov.fetch(ROI, SUMMER, SensorSpec("x", BANDS, composite="mosaic"))
+    np.testing.assert_array_equal(mosaic.data, stacks[2])
+    frames = prov.fetch(ROI, SUMMER, sensor, n_frames=3)
+    for k in range(3):
+        np.testing.assert_array_equal(frames.data[k], stacks[k])
+    # band order follows the request, not the file listing
+    rev = prov.fetch(ROI, SUMMER, SensorSpec("x", BANDS[::-1]))
+    np.testing.assert_array_equal(rev.data, stacks[1][::-1])
+
+
+def test_one_file_per_band_missing_band_is_named(tmp_path, sensor):
+    _per_band_files(tmp_path, lambda day, band: f"{day:%Y%m%d}_{band}.tif", sensor, [date(2022, 6, 10)])
+    (tmp_path / "20220610_B8.tif").unlink()
+    with pytest.raises(ProviderError, match=r"no file for band\(s\) \['B8'\]"):
+        LocalProvider(path=str(tmp_path)).fetch(ROI, SUMMER, sensor)

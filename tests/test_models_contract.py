@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from model_cases import ModelCase, collect
+from model_cases.precomputed import PrecomputedCase
 
 from rs_embed_dask import list_models, reset_runtime
 from rs_embed_dask.errors import ModelError
@@ -71,6 +72,8 @@ def weights(model_name, tmp_path_factory) -> dict[str, Any]:
 @pytest.fixture
 def case(model_name, weights) -> ModelCase:
     c = MODEL_CASES[model_name]
+    if isinstance(c, PrecomputedCase):
+        pytest.skip("precomputed product: no preprocessing or forward pass (see TestPrecomputedContract)")
     return replace(
         c,
         config={**weights, **c.config},
@@ -139,7 +142,7 @@ class TestModelContract:
             (grid,) = embedder.embed_inputs(x, output=GRID)
             g = _data(grid)
             assert g.ndim == 3
-            assert g.shape[0] == D
+            assert g.shape[0] == d.get("grid_dim", D)  # a grid may be wider than pooled (remoteclip)
             assert g.shape[1] >= 1
             assert g.shape[2] >= 1
             assert g.dtype == np.float32
@@ -183,6 +186,115 @@ class TestModelContract:
         (out,) = embedder.embed_inputs(_inputs(embedder, case.input_hw, 1, seed=5), output=POOLED)
         assert out.meta["device"] == "cpu"
         assert out.meta["model"] == embedder.name
+
+
+# -- precomputed products: the PrecomputedEmbedder contract ------------------------------------------
+PRECOMPUTED = [m for m in MODELS if get_model_class(m).model_type == "precomputed"]
+
+
+@pytest.fixture(params=PRECOMPUTED)
+def product(request, monkeypatch) -> tuple[str, PrecomputedCase]:
+    name = request.param
+    c = MODEL_CASES.get(name)
+    if not isinstance(c, PrecomputedCase):
+        pytest.fail(f"precomputed model {name!r} has no PrecomputedCase under tests/model_cases/")
+    try:
+        get_model_class(name).check_available()
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    if c.patch is not None:
+        c.patch(monkeypatch)
+    return name, c
+
+
+@pytest.fixture
+def product_embedder(product, tmp_path_factory):
+    name, c = product
+    if name not in _WEIGHTS:
+        _WEIGHTS[name] = dict(c.setup(tmp_path_factory.mktemp(f"product_{name}")) or {})
+    return get_embedder(name, _WEIGHTS[name], "cpu")
+
+
+class TestPrecomputedContract:
+    """:class:`rs_embed_dask.models.precomputed.PrecomputedEmbedder` implementations."""
+
+    def test_describe_states_native_crs_and_resolution(self, product, product_embedder):
+        d = product_embedder.describe()
+        assert d["type"] == "precomputed"
+        assert product_embedder.is_precomputed
+        assert product_embedder.default_sensor() is None
+        for key in ("native_crs", "native_resolution", "grid_crs", "source", "embedding_dim", "output"):
+            assert d.get(key), key
+        assert d["grid_crs"] == "EPSG:3857"
+        assert d["defaults"]["scale_m"] > 0
+        assert set(d["output"]) == {"pooled", "grid"}
+
+    def test_pooled_and_grid_shapes_north_up(self, product, product_embedder):
+        from rs_embed_dask.geometry import grid_window
+
+        _, c = product
+        D = product_embedder.describe()["embedding_dim"]
+        for sp in c.spatials:
+            (p,) = product_embedder.embed_spatials([sp], temporal=c.temporal, output=POOLED, sensor=None)
+            (g,) = product_embedder.embed_spatials([sp], temporal=c.temporal, output=GRID, sensor=None)
+            assert _data(p).shape == (D,)
+            assert _data(p).dtype == np.float32
+            assert np.isfinite(_data(p)).all()
+            w = grid_window(sp, product_embedder.grid_scale_m(None))
+            assert _data(g).shape == (D, w.height, w.width)
+            assert g.meta["grid_hw"] == [w.height, w.width]
+            assert g.meta["crs"] == "EPSG:3857"
+            assert g.meta["transform"] == list(w.transform_tuple)
+            assert g.meta["y_axis_direction"] == "north_to_south"
+
+    def test_grid_rows_run_north_to_south(self, product, product_embedder):
+        """The grid of the northern rows of a ROI's window is the top of the ROI's grid."""
+        from rs_embed_dask.geometry import grid_window, mercator_to_lonlat
+        from rs_embed_dask.specs import BBox
+
+        _, c = product
+        sp = c.spatials[0]
+        w = grid_window(sp, product_embedder.grid_scale_m(None))
+        assert w.height >= 2, "the case's first ROI must span two grid rows"
+        k = w.height // 2
+        minx, _, maxx, maxy = w.bounds
+        lon0, lat0 = mercator_to_lonlat(minx, maxy - k * w.scale_m)
+        lon1, lat1 = mercator_to_lonlat(maxx, maxy)
+        north = BBox(lon0, lat0, lon1, lat1)
+        (full,) = product_embedder.embed_spatials([sp], temporal=c.temporal, output=GRID, sensor=None)
+        (top,) = product_embedder.embed_spatials([north], temporal=c.temporal, output=GRID, sensor=None)
+        np.testing.assert_array_equal(_data(top), _data(full)[:, :k, :])
+
+    @pytest.mark.parametrize("output", [POOLED, GRID, OutputSpec.pooled("max")], ids=["pooled", "grid", "max"])
+    def test_batch_equals_single_calls(self, product, product_embedder, output):
+        _, c = product
+        sps = [c.spatials[1], c.spatials[0], c.partial, *c.spatials[2:]]
+        batch = product_embedder.embed_spatials(sps, temporal=c.temporal, output=output, sensor=None)
+        assert len(batch) == len(sps)
+        for sp, b in zip(sps, batch, strict=True):
+            (single,) = product_embedder.embed_spatials([sp], temporal=c.temporal, output=output, sensor=None)
+            np.testing.assert_array_equal(_data(b), _data(single))
+
+    def test_nan_aware_pooling(self, product, product_embedder):
+        _, c = product
+        (g,) = product_embedder.embed_spatials([c.partial], temporal=c.temporal, output=GRID, sensor=None)
+        grid = _data(g)
+        assert np.isnan(grid).any()
+        assert np.isfinite(grid).any()
+        for pooling in ("mean", "max"):
+            (p,) = product_embedder.embed_spatials(
+                [c.partial], temporal=c.temporal, output=OutputSpec.pooled(pooling), sensor=None
+            )
+            assert np.isfinite(_data(p)).all()
+            if c.pooled_from_grid:
+                ref = np.nanmax(grid, axis=(1, 2)) if pooling == "max" else np.nanmean(grid, axis=(1, 2))
+                np.testing.assert_allclose(_data(p), ref, rtol=1e-6, atol=1e-7)
+
+    def test_all_nan_roi_is_a_model_error(self, product, product_embedder):
+        name, c = product
+        for output in (POOLED, GRID):
+            with pytest.raises(ModelError, match=rf"{name}.*no valid"):
+                product_embedder.embed_spatials([c.outside], temporal=c.temporal, output=output, sensor=None)
 
 
 # -- rcf: MOSAIKS semantics checked against an independent numpy implementation --------------------

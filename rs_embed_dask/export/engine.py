@@ -128,7 +128,7 @@ class _Submitter:
 
     def infers(self, start: int, block: list[Any], fetched: dict[str, Any]) -> dict[str, Any]:
         plan, cfg = self.plan, self.plan.config
-        futs = {}
+        futs: dict[str, Any] = {}
         if not cfg.save_embeddings:
             return futs
         for m in plan.models:

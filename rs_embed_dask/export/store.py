@@ -167,6 +167,8 @@ def resize_items(store_path: str, n: int) -> None:
     for grp_name in ("models", "inputs"):
         if grp_name not in root:
             continue
-        for _, sub in root[grp_name].groups():
+        group = root[grp_name]
+        assert isinstance(group, zarr.Group)
+        for _, sub in group.groups():
             for _, arr in sub.arrays():
                 shrink(arr)

@@ -281,16 +281,23 @@ def _write_group(
                     st.write_ragged(store_path, group, start + i, np.asarray(v, dtype=np.float32))
                     status[i] = st.OK_RAGGED
             arr[start : start + n] = block
-    kw = {"capacity": capacity, "chunk_size": chunk_size, "fill_value": ""}
     st.write_column(
-        store_path, f"{group}/error", start, np.array([e or "" for e in errors], dtype=object), **kw
+        store_path,
+        f"{group}/error",
+        start,
+        np.array([e or "" for e in errors], dtype=object),
+        capacity=capacity,
+        chunk_size=chunk_size,
+        fill_value="",
     )
     st.write_column(
         store_path,
         f"{group}/meta",
         start,
         np.array(["" if m is None else json.dumps(m) for m in metas], dtype=object),
-        **kw,
+        capacity=capacity,
+        chunk_size=chunk_size,
+        fill_value="",
     )
     return status
 

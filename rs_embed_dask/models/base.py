@@ -10,8 +10,12 @@ into embeddings (:meth:`Embedder.embed_inputs`).  Torch models subclass
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,9 +25,19 @@ from rs_embed_dask.errors import ModelError
 from rs_embed_dask.specs import OutputSpec, SensorSpec
 from rs_embed_dask.types import Embedding
 
-__all__ = ["Embedder", "TorchEmbedder", "resolve_device"]
+__all__ = [
+    "Embedder",
+    "TorchEmbedder",
+    "autocast_dtype_for",
+    "batch_size_for_memory",
+    "compile_backend_for",
+    "is_out_of_memory",
+    "resolve_device",
+]
 
 S2_SR = "COPERNICUS/S2_SR_HARMONIZED"
+logger = logging.getLogger(__name__)
+_FALSY = ("", "0", "false", "no", "off")
 
 
 def resolve_device(device: str | None) -> str:
@@ -65,6 +79,17 @@ class Embedder:
     input_size : int or None
         The backbone's native square input in pixels (e.g. 224), used by
         ``input_prep`` to choose the tile size; ``None`` for any size.
+    autocast_dtype : {"bfloat16", "float16"} or None
+        Autocast precision on CUDA when ``supports_autocast`` (``None``:
+        bfloat16 where the GPU supports it, else float16).
+    image_level_vit_patch_grid : bool
+        The grid output is an image-level ViT's patch tokens (satmae,
+        scalemae): ``input_prep`` ``None``/``"auto"`` resolve to ``"tile"``
+        and tiled grids warn about seams, as in rs-embed.
+    runtime_config_keys : frozenset of str
+        ``model_config`` keys every model of the class accepts that change how
+        it runs, not what it computes (``compile`` for torch models); they are
+        kept apart in ``runtime_options``, out of ``model_config``.
     """
 
     name: ClassVar[str] = ""
@@ -76,9 +101,14 @@ class Embedder:
     supports_autocast: ClassVar[bool] = False
     input_size: ClassVar[int | None] = None
     output_modes: ClassVar[tuple[str, ...]] = ("pooled", "grid")
+    autocast_dtype: ClassVar[str | None] = None
+    image_level_vit_patch_grid: ClassVar[bool] = False
+    runtime_config_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         cfg = dict(model_config or {})
+        runtime = set(self.runtime_config_keys) - set(self.config_keys)
+        self.runtime_options: dict[str, Any] = {k: cfg.pop(k) for k in sorted(runtime & set(cfg))}
         unknown = sorted(set(cfg) - set(self.config_keys))
         if unknown:
             # rs-embed's message, whether or not the model accepts other keys
@@ -135,6 +165,21 @@ class Embedder:
         """How inputs are fetched in time (``"single"`` or ``"multi:<T>"``); part of the input-sharing key."""
         return "single" if self.n_frames is None else f"multi:{self.n_frames}"
 
+    def resolve_input_size(self) -> int | None:
+        """The square input size ``input_prep`` tiles to: ``input_size``, else ``describe()["defaults"]["image_size"]``.
+
+        Override when the size depends on ``model_config``.  ``None`` means the
+        model takes any size and is never tiled unless ``InputPrepSpec.tile_size``
+        is given.
+        """
+        if self.input_size:
+            return int(self.input_size)
+        try:
+            size = (self.describe().get("defaults") or {}).get("image_size")
+        except NotImplementedError:
+            return None
+        return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
     # -- running -----------------------------------------------------------------
     def load(self, device: str = "cpu") -> None:
         """Build the model and load its weights on ``device`` (once per process)."""
@@ -183,18 +228,106 @@ class Embedder:
         }
 
 
+# -- GPU-path helpers (pure functions, testable without a GPU) ---------------------------
+def autocast_dtype_for(
+    supports_autocast: bool,
+    device_type: str,
+    *,
+    preferred: str | None = None,
+    bf16_supported: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
+    """The autocast dtype name for a model on a device, or ``None`` for full precision.
+
+    Autocast applies on CUDA only, to models that declare ``supports_autocast``;
+    ``RS_EMBED_AUTOCAST=0`` turns it off everywhere.  ``preferred`` (the
+    model's ``autocast_dtype``) defaults to bfloat16, which falls back to
+    float16 on GPUs without bfloat16.
+    """
+    environ = os.environ if env is None else env
+    if not supports_autocast or device_type != "cuda":
+        return None
+    if environ.get("RS_EMBED_AUTOCAST", "1").strip().lower() in _FALSY:
+        return None
+    name = preferred or "bfloat16"
+    if name not in ("bfloat16", "float16"):
+        raise ModelError(f"autocast_dtype must be 'bfloat16' or 'float16', got {name!r}")
+    if name == "bfloat16" and not bf16_supported:
+        return "float16"
+    return name
+
+
+def compile_backend_for(option: Any = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The ``torch.compile`` backend asked for, or ``None`` (eager).
+
+    ``option`` is the ``compile`` ``model_config`` value: ``True`` (inductor),
+    ``False`` (off, whatever the environment says) or a backend name.  Without
+    it, ``RS_EMBED_TORCH_COMPILE`` is read the same way (``1``/``true`` ->
+    inductor, ``0``/unset -> off, anything else -> that backend).
+    """
+    environ = os.environ if env is None else env
+    value: Any = option if option is not None else environ.get("RS_EMBED_TORCH_COMPILE")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "inductor"
+    text = str(value).strip().lower()
+    if text in _FALSY:
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return "inductor"
+    return text
+
+
+def batch_size_for_memory(
+    requested: int, free_bytes: int | None, bytes_per_item: float | None, headroom: float = 0.8
+) -> int:
+    """Largest batch ``<= requested`` whose measured footprint fits in ``headroom`` of the free memory."""
+    if not free_bytes or not bytes_per_item or bytes_per_item <= 0:
+        return max(1, int(requested))
+    return max(1, min(int(requested), int(free_bytes * headroom // bytes_per_item)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``True`` for a device out-of-memory error (CUDA's typed error or an allocator message)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - only torch models call this
+        return False
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 class TorchEmbedder(Embedder):
     """A torch model: ``preprocess`` -> ``forward_grid`` -> pooled or grid output.
 
     Subclasses implement :meth:`build_module`, :meth:`preprocess` and
     :meth:`forward_grid`; :meth:`forward_pooled` defaults to pooling the grid.
+
+    The forward pass runs on the process's device with pinned host memory and
+    non-blocking copies, autocast where the class allows it
+    (``supports_autocast``, ``autocast_dtype``), one device-to-host copy per
+    forward batch, and batches shrunk to the device's free memory: a batch
+    that runs out of memory is halved and retried, and the smaller size is
+    kept for later batches of that input shape.  ``torch.compile`` is opt-in
+    (``model_config={"compile": True}`` or a backend name, or
+    ``RS_EMBED_TORCH_COMPILE=1``): the module is compiled on the first
+    forward, and a compile failure warns and falls back to eager.
     """
 
-    requires = ("torch",)
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+    runtime_config_keys = frozenset({"compile"})
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
         self.module: Any = None
+        self._eager_module: Any = None
+        self._compiled = False
+        self._compile_failed = False
+        self._batch_caps: dict[tuple[int, ...], int] = {}
+        self._bytes_per_item: dict[tuple[int, ...], float] = {}
 
     def build_module(self) -> Any:
         """Return the ``torch.nn.Module`` with its weights loaded (on CPU)."""
@@ -228,14 +361,125 @@ class TorchEmbedder(Embedder):
             self.module = module.to(torch.device(self.device))
             self._loaded = True
 
-    def _autocast(self) -> Any:
-        import contextlib
-
+    # -- precision and compilation ------------------------------------------------------
+    def autocast_settings(self) -> str | None:
+        """Autocast dtype name used on this embedder's device, ``None`` for float32."""
         import torch
 
-        if self.supports_autocast and self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        dev = torch.device(self.device)
+        bf16 = True
+        if dev.type == "cuda" and torch.cuda.is_available():
+            bf16 = bool(torch.cuda.is_bf16_supported())
+        return autocast_dtype_for(
+            self.supports_autocast, dev.type, preferred=self.autocast_dtype, bf16_supported=bf16
+        )
+
+    def _autocast(self) -> Any:
+        import torch
+
+        name = self.autocast_settings()
+        if name is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=getattr(torch, name))
+
+    def compile_backend(self) -> str | None:
+        """The ``torch.compile`` backend this embedder uses, ``None`` when eager."""
+        if self._compile_failed:
+            return None
+        return compile_backend_for(self.runtime_options.get("compile"))
+
+    def _maybe_compile(self) -> None:
+        backend = self.compile_backend()
+        if backend is None or self._compiled or self.module is None:
+            return
+        import torch
+
+        self._eager_module = self.module
+        try:
+            self.module = torch.compile(self._eager_module, backend=backend)
+        except Exception as exc:
+            self._compile_fallback(exc)
+            return
+        self._compiled = True
+
+    def _compile_fallback(self, exc: BaseException) -> None:
+        warnings.warn(
+            f"torch.compile of model {self.name!r} failed ({exc!r}); running it eagerly.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        if self._eager_module is not None:
+            self.module = self._eager_module
+        self._compiled = False
+        self._compile_failed = True
+
+    # -- the forward pass -----------------------------------------------------------------
+    def _forward(self, x: Any, output: OutputSpec) -> Any:
+        if output.mode == "pooled":
+            return self.forward_pooled(x, output.pooling)
+        return self.forward_grid(x)
+
+    def _forward_to_host(self, batch: np.ndarray, output: OutputSpec) -> np.ndarray:
+        """Host batch -> device -> preprocess -> forward -> one copy back as float32."""
+        import torch
+
+        dev = torch.device(self.device)
+        t = torch.from_numpy(batch)
+        t = t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+        x = self.preprocess(t)
+        self._maybe_compile()
+        try:
+            out = self._forward(x, output)
+        except Exception as exc:
+            if not self._compiled or is_out_of_memory(exc) or isinstance(exc, ModelError):
+                raise
+            self._compile_fallback(exc)
+            out = self._forward(x, output)
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _device_batch_size(self, n: int, key: tuple[int, ...]) -> int:
+        """Batch size for ``n`` items of shape ``key``: OOM back-off cap, then free device memory."""
+        import torch
+
+        bs = min(n, self._batch_caps.get(key, n))
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and key in self._bytes_per_item:
+            free, _total = torch.cuda.mem_get_info(dev)
+            bs = batch_size_for_memory(bs, free, self._bytes_per_item[key])
+        return max(1, bs)
+
+    def _forward_batched(self, batch: np.ndarray, output: OutputSpec) -> np.ndarray:
+        """Run ``batch`` in device-sized sub-batches, halving on out-of-memory errors."""
+        import torch
+
+        dev = torch.device(self.device)
+        key = tuple(batch.shape[1:])
+        n = len(batch)
+        bs = self._device_batch_size(n, key)
+        parts: list[np.ndarray] = []
+        i = 0
+        while i < n:
+            part = batch[i : i + bs]
+            measure = dev.type == "cuda"
+            if measure:
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+            try:
+                parts.append(self._forward_to_host(part, output))
+            except Exception as exc:
+                if not is_out_of_memory(exc) or bs == 1:
+                    raise
+                bs = max(1, bs // 2)
+                self._batch_caps[key] = bs
+                logger.warning("Model %s ran out of memory; retrying with batches of %d.", self.name, bs)
+                if measure:
+                    torch.cuda.empty_cache()
+                continue
+            if measure:
+                used = (torch.cuda.max_memory_allocated(dev) - base) / len(part)
+                self._bytes_per_item[key] = max(self._bytes_per_item.get(key, 0.0), float(used))
+            i += len(part)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_inputs(
         self,
@@ -252,18 +496,10 @@ class TorchEmbedder(Embedder):
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, arr in enumerate(inputs):
             groups.setdefault(tuple(np.shape(arr)), []).append(i)
-        dev = torch.device(self.device)
         with self._lock, torch.inference_mode(), self._autocast():
             for shape, idx in groups.items():
                 batch = np.stack([np.asarray(inputs[i], dtype=np.float32) for i in idx])
-                t = torch.from_numpy(batch)
-                t = t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
-                x = self.preprocess(t)
-                if output.mode == "pooled":
-                    out = self.forward_pooled(x, output.pooling)
-                else:
-                    out = self.forward_grid(x)
-                out_np = out.float().cpu().numpy().astype(np.float32, copy=False)
+                out_np = self._forward_batched(batch, output)
                 for j, i in enumerate(idx):
                     meta = self.base_meta(output)
                     meta["input_hw"] = [int(shape[-2]), int(shape[-1])]

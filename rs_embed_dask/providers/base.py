@@ -10,6 +10,7 @@ float32 pixels ``(C, H, W)`` (or ``(T, C, H, W)``) on the common grid window
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -89,6 +90,23 @@ class Provider:
 
     def ensure_ready(self) -> None:
         """Initialise clients and credentials; called once per worker process."""
+
+    @classmethod
+    def concurrency_limit(cls, options: Mapping[str, Any] | None = None) -> int | None:
+        """Cluster-wide cap of concurrent requests for a provider built with ``options``.
+
+        Default :attr:`max_concurrency`; providers with a per-account quota
+        let an option override it.
+        """
+        return cls.max_concurrency
+
+    @classmethod
+    def worker_plugin(cls, options: Mapping[str, Any] | None = None) -> Any:
+        """A ``distributed`` worker plugin initialising this provider on every worker, or ``None``.
+
+        It must hold plain values only (no credentials): it travels to the workers.
+        """
+        return None
 
     # -- the contract ----------------------------------------------------------
     def fetch(

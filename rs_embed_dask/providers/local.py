@@ -20,7 +20,17 @@ Tiles whose footprint intersects the window are read (their headers are
 scanned first, once); those of one date and CRS are merged with
 :func:`rioxarray.merge.merge_arrays` (first valid pixel, path order) and
 reprojected once, so kernels see across tile seams as with a VRT; tiles in
-different CRSs are reprojected separately and stacked first-valid.
+different CRSs are reprojected separately and stacked first-valid.  This
+stands in for a GDAL VRT on purpose: rasterio cannot build one and the GDAL
+Python bindings are not a dependency, and a VRT over a whole directory would
+still be opened per request, whereas merging only the tiles under the window
+reads nothing else.
+
+Besides multi-band files, one file per band works: a single-band raster
+serves band ``B4`` when its description, a token of its name
+(``20220615_B04.tif``) or its folder (``B04/2022-06-15.tif``) spells it; each
+band is then mosaicked and composited over its own files.  Dates may also sit
+in the folder name (``2022-06-15/B04.tif``).
 
 Acquisition dates come from the file name (``20220615``, ``2022-06-15`` or
 ``2022_06_15``) or a cube's ``time`` dimension; a frame whose date falls in the requested ``[start, end)`` is used,
@@ -80,6 +90,11 @@ def date_from_name(path: str) -> date | None:
     return None
 
 
+def _file_date(path: str) -> date | None:
+    """The date in a file's name, else in its folder's (``2022-06-15/B04.tif``)."""
+    return date_from_name(path) or date_from_name(os.path.dirname(path.rstrip("/\\")))
+
+
 @dataclass(frozen=True)
 class _Item:
     """One readable frame: a raster file, or one time step of a cube."""
@@ -90,6 +105,22 @@ class _Item:
     time_index: int | None
     bounds: tuple[float, float, float, float]  # footprint in EPSG:3857
     names: tuple[str | None, ...]  # band descriptions / variable names
+    tags: tuple[str, ...] = ()  # single-band files: the band names their path spells
+
+
+def _band_tag(name: str) -> str:
+    """Normalised band name: lower case, ``b04`` -> ``b4``."""
+    key = str(name).strip().lower()
+    m = re.match(r"^b0+(\d+a?)$", key)
+    return f"b{m[1]}" if m else key
+
+
+def _path_tags(path: str, names: tuple[str | None, ...]) -> tuple[str, ...]:
+    """Band tags of a single-band raster: its description, file-name tokens and folder name."""
+    stem = os.path.basename(path.rstrip("/\\"))
+    stem = stem[: -len(os.path.splitext(stem)[1]) or None]
+    parts = [n for n in names if n] + re.split(r"[_\-. ]+", stem) + [os.path.basename(os.path.dirname(path))]
+    return tuple(dict.fromkeys(_band_tag(p) for p in parts if p and not p.isdigit()))
 
 
 def _mercator_bounds(crs: Any, bounds: tuple[float, ...]) -> tuple[float, float, float, float]:
@@ -241,7 +272,9 @@ class LocalProvider(Provider):
             if src.crs is None:
                 raise ProviderError(f"local provider: {path} has no CRS; cannot place it on the grid.")
             bounds = _mercator_bounds(src.crs, tuple(src.bounds))
-            return [_Item(path, False, date_from_name(path), None, bounds, tuple(src.descriptions))]
+            names = tuple(src.descriptions)
+            tags = _path_tags(path, names) if src.count == 1 else ()
+            return [_Item(path, False, _file_date(path), None, bounds, names, tags)]
 
     @staticmethod
     def _scan_cube(path: str) -> list[_Item]:
@@ -346,6 +379,63 @@ class LocalProvider(Provider):
         c0, c1 = max(0, math.floor(min(cs)) - m), min(cols, math.ceil(max(cs)) + m)
         return ((r0, r1), (c0, c1)) if r1 > r0 and c1 > c0 else None
 
+    @staticmethod
+    def _per_band(hits: list[_Item], bands: tuple[str, ...]) -> dict[str, list[_Item]] | None:
+        """Items per band for a one-file-per-band layout, or ``None`` for multi-band files.
+
+        A single-band file serves band ``b`` when its description, a token of
+        its name (``20220615_B04.tif``) or its folder (``B04/20220615.tif``)
+        spells ``b`` (``B4`` and ``B04`` alike).
+        """
+        want = {b: _band_tag(b) for b in bands}
+        if not any(t in it.tags for it in hits for t in want.values()):
+            return None
+        layout = {b: [it for it in hits if tag in it.tags] for b, tag in want.items()}
+        missing = [b for b, its in layout.items() if not its]
+        if missing:
+            names = sorted(
+                {os.path.relpath(it.path, os.path.dirname(os.path.dirname(it.path))) for it in hits}
+            )
+            raise ProviderError(
+                f"local provider: one-file-per-band layout has no file for band(s) {missing} under the "
+                f"ROI window; files there: {names[:20]}."
+            )
+        return layout
+
+    def _composite(
+        self, hits: list[_Item], bands: tuple[str, ...], window: GridWindow, how: str
+    ) -> tuple[np.ndarray, list[date | None]]:
+        """``(C, H, W)`` composite of ``hits`` (NaN = no data) and the dates it used, oldest first."""
+        by_date: dict[date | None, dict[str, list[Any]]] = {}
+        for it in sorted(hits, key=lambda i: (i.date or date.min, i.path, i.time_index or 0)):
+            idx = [0] * len(bands) if it.tags and len(bands) == 1 and _band_tag(bands[0]) in it.tags else None
+            idx = idx or self.band_indices(it, bands)
+            try:
+                sub = self._load(it, idx, window)
+            except Exception as exc:
+                raise ProviderError(f"local provider could not read {it.path}: {exc!r}") from exc
+            if sub is not None:  # tiles of one date are mosaicked per CRS before reprojection
+                by_date.setdefault(it.date, {}).setdefault(str(sub.rio.crs), []).append(sub)
+        groups: dict[date | None, np.ndarray] = {}
+        for day, by_crs in by_date.items():
+            for subs in by_crs.values():
+                arr, prev = self._warp(subs, window), groups.get(day)
+                groups[day] = arr if prev is None else np.where(np.isnan(prev), arr, prev)
+        if not groups:
+            return np.full((len(bands), *window.shape), np.nan, np.float32), []
+        frames = list(groups.values())  # oldest first, timeless (None) before dated
+        if len(frames) == 1:
+            out = frames[0]
+        elif how == "mosaic":
+            out = frames[0]
+            for fr in frames[1:]:
+                out = np.where(np.isnan(fr), out, fr)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+                out = np.nanmedian(np.stack(frames), axis=0)
+        return out, list(groups)
+
     # -- the provider contract ------------------------------------------------------
     def fetch_window(
         self, window: GridWindow, dates: tuple[date, date] | None, sensor: SensorSpec
@@ -374,39 +464,21 @@ class LocalProvider(Provider):
                     f"within [{dates[0]}, {dates[1]}); dates there: {avail}."
                 )
             hits = inside
-        by_date: dict[date | None, dict[str, list[Any]]] = {}
-        for it in sorted(hits, key=lambda i: (i.date or date.min, i.path, i.time_index or 0)):
-            idx = self.band_indices(it, tuple(sensor.bands))
-            try:
-                sub = self._load(it, idx, window)
-            except Exception as exc:
-                raise ProviderError(f"local provider could not read {it.path}: {exc!r}") from exc
-            if sub is not None:  # tiles of one date are mosaicked per CRS before reprojection
-                by_date.setdefault(it.date, {}).setdefault(str(sub.rio.crs), []).append(sub)
-        groups: dict[date | None, np.ndarray] = {}
-        for day, by_crs in by_date.items():
-            for subs in by_crs.values():
-                arr, prev = self._warp(subs, window), groups.get(day)
-                groups[day] = arr if prev is None else np.where(np.isnan(prev), arr, prev)
-        if not groups:
-            return np.full((len(sensor.bands), *window.shape), sensor.fill_value, np.float32), {}
-        frames = list(groups.values())  # oldest first, timeless (None) before dated
-        if len(frames) == 1:
-            out = frames[0]
-        elif sensor.composite == "mosaic":
-            out = frames[0]
-            for fr in frames[1:]:
-                out = np.where(np.isnan(fr), out, fr)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-                out = np.nanmedian(np.stack(frames), axis=0)
+        bands = tuple(sensor.bands)
+        layout = self._per_band(hits, bands)
+        if layout is None:  # multi-band files (or cubes): every frame holds every band
+            out, days = self._composite(hits, bands, window, sensor.composite)
+        else:  # one file per band: composite each band over its own files
+            parts = [self._composite(layout[b], (b,), window, sensor.composite) for b in bands]
+            out = np.concatenate([p[0] for p in parts])
+            days = list(dict.fromkeys(d for p in parts for d in p[1]))
         out = np.where(np.isnan(out), np.float32(sensor.fill_value), out).astype(np.float32)
         meta = {
             "composite": sensor.composite,
             "resampling": self.resampling,
             "date_window": [dates[0].isoformat(), dates[1].isoformat()] if dates else None,
             "local_files": sorted({it.path for it in hits}),
-            "local_dates": [d.isoformat() if d else None for d in groups],
+            "local_dates": [d.isoformat() if d else None for d in days],
+            "local_layout": "multi-band" if layout is None else "per-band",
         }
         return out, meta

@@ -1,0 +1,271 @@
+"""Continental tiling benchmark: 150,000+ tiles streamed through ``export_batch``, flat memory.
+
+    .venv/bin/python benchmarks/bench_regions.py [--quick]
+
+A 1,000 km x 1,000 km box (EPSG:3857 metres; about 9-18 E, 41-48 N: Italy,
+the Alps and the Adriatic) is cut by ``tile_region`` into 2,560 m tiles: 153,272 ROIs.  They
+stream, never listed, through one combined zarr export (synthetic provider at
+``scale_m=320`` so each tile is 8 x 8 px, ``rcf`` with 16 features, pooled,
+``save_inputs=False``, chunks of 1,000 ROIs) on a local cluster (one IO
+worker, one inference worker).  A psutil thread samples, every 0.25 s, the RSS
+of the client process (which also hosts the scheduler) and of the worker
+processes (nannies and workers), and the peaks of a small run (the first
+15,000 tiles) and of the whole box are compared.  The loaded export is then
+checked: one item per tile, the tile centres as ``lon``/``lat`` of
+``to_xarray()``, every status ok.
+
+``--quick``: the first 1,500 vs the first 15,000 tiles.
+
+Writes benchmarks/results/regions_bench[_quick].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from rs_embed_dask import (  # noqa: E402
+    BBox,
+    ExportConfig,
+    ExportModelRequest,
+    ExportTarget,
+    FetchSpec,
+    TemporalSpec,
+    export_batch,
+    load_export,
+)
+from rs_embed_dask.cluster import local_cluster  # noqa: E402
+from rs_embed_dask.geometry import mercator_to_lonlat  # noqa: E402
+from rs_embed_dask.regions import RegionTiles, tile_region  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
+SCALE_M, TILE_M, FEATURES, CHUNK = 320, 2560, 16, 1000
+# lower-left corner of the box in EPSG:3857 metres (about 9.0 E, 40.9 N)
+X0, Y0, SIDE_M = 1_000_000.0, 5_000_000.0, 1_000_000.0
+
+
+def continental_tiles() -> RegionTiles:
+    lon0, lat0 = mercator_to_lonlat(X0, Y0)
+    lon1, lat1 = mercator_to_lonlat(X0 + SIDE_M, Y0 + SIDE_M)
+    return tile_region(BBox(lon0, lat0, lon1, lat1), TILE_M, scale_m=SCALE_M)
+
+
+class Head:
+    """The first ``n`` tiles of a ``RegionTiles``: sized and streamed like it."""
+
+    def __init__(self, tiles: RegionTiles, n: int) -> None:
+        self.tiles, self.n = tiles, min(n, len(tiles))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[BBox]:
+        return itertools.islice(iter(self.tiles), self.n)
+
+
+class PeakRSS:
+    """Peak RSS of this process (client + scheduler) and, summed, of its child processes (workers)."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.client = self.workers = self.total = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> tuple[int, int]:
+        client = self.proc.memory_info().rss
+        workers = 0
+        for p in self.proc.children(recursive=True):
+            with contextlib.suppress(Exception):  # a process that just exited
+                workers += p.memory_info().rss
+        return client, workers
+
+    def _update(self) -> None:
+        c, w = self.sample()
+        self.client, self.workers, self.total = (
+            max(self.client, c),
+            max(self.workers, w),
+            max(self.total, c + w),
+        )
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._update()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.sample()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self._update()
+
+
+def one_run(client: Any, spatials: Any, path: str) -> dict[str, Any]:
+    shutil.rmtree(path, ignore_errors=True)
+    with PeakRSS() as mon:
+        t0 = time.perf_counter()
+        manifest = export_batch(
+            spatials=spatials,
+            temporal=TEMPORAL,
+            models=[ExportModelRequest("rcf", model_config={"features": FEATURES})],
+            target=ExportTarget.combined(path),
+            config=ExportConfig(format="zarr", chunk_size=CHUNK, save_inputs=False, show_progress=False),
+            backend="synthetic",
+            fetch=FetchSpec(scale_m=SCALE_M),
+            client=client,
+        )
+        wall = time.perf_counter() - t0
+    assert isinstance(manifest, dict)
+    n = len(spatials)
+    mb = 2**20
+    return {
+        "n": n,
+        "status": manifest["status"],
+        "wall_s": wall,
+        "rois_per_s": n / wall,
+        "start_client_mb": mon.start[0] / mb,
+        "start_workers_mb": mon.start[1] / mb,
+        "peak_client_mb": mon.client / mb,
+        "peak_workers_mb": mon.workers / mb,
+        "peak_total_mb": mon.total / mb,
+        "samples": mon.samples,
+    }
+
+
+def check_loaded(path: str, tiles: Any) -> dict[str, Any]:
+    """The export loads with one item per tile and the tile centres as coordinates."""
+    n = len(tiles)
+    res = load_export(path)
+    ds = res.to_xarray()
+    picks = [0, n // 2, n - 1]
+    wanted = {i: None for i in picks}
+    for i, tile in enumerate(tiles):
+        if i in wanted:
+            wanted[i] = tile.center
+    lon = ds["lon"].values
+    lat = ds["lat"].values
+    status = ds["status__rcf"].values
+    err = max(max(abs(lon[i] - c[0]), abs(lat[i] - c[1])) for i, c in wanted.items())  # type: ignore[index]
+    out = {
+        "n_items": int(ds.sizes["item"]),
+        "all_ok": bool((status == 1).all()),
+        "embedding_shape": list(ds["rcf"].shape),
+        "centre_max_abs_err_deg": float(err),
+        "lon_range": [float(np.nanmin(lon)), float(np.nanmax(lon))],
+        "lat_range": [float(np.nanmin(lat)), float(np.nanmax(lat))],
+        "first_spatial": res.spatials[0],
+    }
+    out["ok"] = out["n_items"] == n and out["all_ok"] and err < 1e-9
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1,500 vs 15,000 tiles (smoke run)")
+    args = ap.parse_args()
+    tiles = continental_tiles()
+    n_small, n_big = (1_500, 15_000) if args.quick else (15_000, len(tiles))
+    print(f"{tiles}: {len(tiles)} tiles; runs of {n_small} and {n_big}", flush=True)
+    res: dict[str, Any] = {
+        "quick": args.quick,
+        "command": "benchmarks/bench_regions.py" + (" --quick" if args.quick else ""),
+        "workload": {
+            "region": "EPSG:3857 box of 1,000 km x 1,000 km (lower-left 1,000,000 / 5,000,000 m)",
+            "tiles_in_region": len(tiles), "tile_m": TILE_M, "scale_m": SCALE_M, "tile_px": tiles.tile_px,
+            "provider": "synthetic (no latency)", "model": f"rcf features={FEATURES}, pooled",
+            "format": "zarr (combined)", "chunk_size": CHUNK, "save_inputs": False,
+            "cluster": "local_cluster(io_threads=4): 1 IO worker + 1 inference worker",
+            "cpu_count": os.cpu_count(),
+        },
+    }  # fmt: skip
+    from distributed import Client
+
+    tmp = tempfile.mkdtemp(prefix="rsembed-regions-")
+    cluster = local_cluster(io_threads=4, dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            one_run(client, Head(tiles, 256), os.path.join(tmp, "warm.zarr"))  # model load, imports
+            res["small"] = one_run(client, Head(tiles, n_small), os.path.join(tmp, "small.zarr"))
+            print(f"  small {n_small}: {res['small']}", flush=True)
+            big_tiles: Any = tiles if n_big == len(tiles) else Head(tiles, n_big)
+            big_path = os.path.join(tmp, "big.zarr")
+            res["big"] = one_run(client, big_tiles, big_path)
+            print(f"  big {n_big}: {res['big']}", flush=True)
+        res["loaded"] = check_loaded(big_path, big_tiles)
+        print(f"  loaded: {res['loaded']}", flush=True)
+    finally:
+        cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    s, b = res["small"], res["big"]
+    res["ratios"] = {
+        "peak_client_big/small": b["peak_client_mb"] / s["peak_client_mb"],
+        "peak_workers_big/small": b["peak_workers_mb"] / s["peak_workers_mb"],
+        "peak_total_big/small": b["peak_total_mb"] / s["peak_total_mb"],
+        "rois_big/small": b["n"] / s["n"],
+    }
+    res["targets"] = {"peak_*_big/small": "<= 1.2 (flat memory)"}
+    r = res["ratios"]
+    md = [
+        "| run | ROIs | wall s | ROIs/s | client+scheduler peak MB | workers peak MB | total peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {k} | {v['n']} | {v['wall_s']:.0f} | {v['rois_per_s']:.0f} | {v['peak_client_mb']:.0f} | "
+            f"{v['peak_workers_mb']:.0f} | {v['peak_total_mb']:.0f} |"
+            for k, v in (("small", s), ("big", b))
+        ),
+        f"| **ratio big/small** | {r['rois_big/small']:.1f}x | | | **{r['peak_client_big/small']:.3f}** | "
+        f"**{r['peak_workers_big/small']:.3f}** | **{r['peak_total_big/small']:.3f}** |",
+        "",
+        f"Loaded export: {res['loaded']['n_items']} items, all ok: {res['loaded']['all_ok']}, tile centres as "
+        f"lon/lat (max error {res['loaded']['centre_max_abs_err_deg']:.1e} deg), embeddings "
+        f"{tuple(res['loaded']['embedding_shape'])}; check {'passed' if res['loaded']['ok'] else 'FAILED'}.",
+    ]
+    text = "\n".join(md)
+    print()
+    print(text)
+    os.makedirs(RESULTS, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    with open(os.path.join(RESULTS, f"regions_bench{suffix}.json"), "w") as f:
+        json.dump(res, f, indent=2, default=str)
+    w = res["workload"]
+    with open(os.path.join(RESULTS, f"regions_bench{suffix}.md"), "w") as f:
+        f.write(
+            f"# region tiling benchmark\n\n`.venv/bin/python {res['command']}`\n\n"
+            f"{w['tiles_in_region']} tiles of {TILE_M} m ({w['tile_px']} x {w['tile_px']} px at {SCALE_M} m) "
+            f"from `tile_region` over a {w['region']}, streamed through `export_batch` ({w['model']}, "
+            f"{w['format']}, chunks of {CHUNK}, {w['provider']}) on {w['cluster']}. Peak RSS sampled every "
+            f"0.25 s with psutil.\n\n{text}\n"
+        )
+    if not res["loaded"]["ok"]:
+        raise SystemExit("the loaded export does not match the tiles")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The shared base of precomputed embedding products (``tessera``, ``copernicus``, ``gse``).
+
+A precomputed product is its own source: no provider fetch, no forward pass.
+A subclass implements one hook, :meth:`PrecomputedEmbedder.read_window`,
+which returns the product's embeddings on a window of the common EPSG:3857
+grid (:func:`rs_embed_dask.geometry.grid_window`) with NaN where the product
+has no data.  The base turns those windows into rs-embed's outputs:
+
+- pooled ``(D,)``: NaN-aware mean or max over the ROI's pixels;
+- grid ``(D, H, W)``: the window itself, north-up (row 0 is the northern edge),
+  with the window's CRS and transform in the metadata;
+- an ROI without a single valid pixel is a :class:`~rs_embed_dask.errors.ModelError`
+  naming the ROI and the product.
+
+Annual products share rs-embed's year rules through :meth:`resolve_year`: a
+``TemporalSpec.year`` is used as is, a range uses its start year with a
+warning, and ``None`` uses the product's default year (with a warning where
+rs-embed warns) or fails when the product has none.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rs_embed_dask.errors import ModelError
+from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, grid_window
+from rs_embed_dask.models.base import Embedder
+from rs_embed_dask.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.types import Embedding
+
+__all__ = ["PrecomputedEmbedder", "nan_pool"]
+
+
+def nan_pool(values: np.ndarray, pooling: str) -> np.ndarray:
+    """Pool ``(D, ...)`` values over every axis but the first, ignoring NaN.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(D, H, W)`` (or ``(D, N)``) embeddings, NaN where there is no data.
+    pooling : {"mean", "max"}
+        The statistic.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(D,)`` float32; a channel without any valid value stays NaN.
+    """
+    flat = np.asarray(values, dtype=np.float32).reshape(values.shape[0], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels stay NaN
+        pooled = np.nanmax(flat, axis=1) if pooling == "max" else np.nanmean(flat, axis=1, dtype=np.float64)
+    return np.asarray(pooled, dtype=np.float32)
+
+
+class PrecomputedEmbedder(Embedder):
+    """Base class of products served as precomputed embeddings.
+
+    Subclasses set the class attributes below and implement
+    :meth:`read_window`; they may override :meth:`read_windows` to share work
+    (open files, tiles) across the ROIs of a batch.
+
+    Class attributes
+    ----------------
+    embedding_dim : int
+        Channels ``D`` of the product.
+    product : str
+        Human-readable product name (used in error messages).
+    source : str
+        Where the data comes from (dataset id, file or service).
+    native_crs : str
+        CRS of the product's own pixels (e.g. ``"EPSG:4326"``, ``"UTM (per tile)"``).
+    native_resolution : str
+        The product's own pixel size, with units (``"10 m"``, ``"0.25 deg"``).
+    default_scale_m : float
+        Pixel size (EPSG:3857 metres) of the common grid the product is read on,
+        close to its native resolution; ``model_config["scale_m"]`` overrides it
+        where a subclass lists ``"scale_m"`` in ``config_keys``.
+    sensor_sets_scale : bool
+        Whether ``SensorSpec.scale_m`` of the request sets the grid scale
+        (``gse``, whose scale rs-embed takes from ``fetch.scale_m``).
+    years : tuple of int or None
+        Years the product exists for (``None``: not checked here).
+    default_year : int or None
+        Year used when the request has no temporal spec (``None``: a year is required).
+    warn_default_year : bool
+        Warn when :attr:`default_year` is used.
+    resampling : str
+        How native pixels reach the common grid (stated in ``describe()``).
+    """
+
+    model_type = "precomputed"
+    output_modes = ("pooled", "grid")
+    embedding_dim: ClassVar[int] = 0
+    product: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+    native_crs: ClassVar[str] = ""
+    native_resolution: ClassVar[str] = ""
+    default_scale_m: ClassVar[float] = 10.0
+    sensor_sets_scale: ClassVar[bool] = False
+    years: ClassVar[tuple[int, ...] | None] = None
+    default_year: ClassVar[int | None] = None
+    warn_default_year: ClassVar[bool] = False
+    resampling: ClassVar[str] = "nearest"
+    #: Backends the product accepts (rs-embed: ``["auto"]`` for file-based products).
+    backends: ClassVar[tuple[str, ...]] = ("auto",)
+
+    # -- the hook subclasses implement -----------------------------------------------------------
+    def read_window(
+        self, window: GridWindow, spatial: SpatialSpec, temporal: TemporalSpec | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Read the product on ``window`` of the common grid.
+
+        Parameters
+        ----------
+        window : GridWindow
+            The ROI's window of the common EPSG:3857 grid.
+        spatial : BBox or PointBuffer
+            The ROI itself (for messages and products that need its exact extent).
+        temporal : TemporalSpec or None
+            ``TemporalSpec.year(y)`` with the year already resolved by
+            :meth:`resolve_year` (``None`` only for products without years).
+
+        Returns
+        -------
+        (numpy.ndarray, dict)
+            ``(D, window.height, window.width)`` float32, row 0 the northern
+            edge, NaN where the product has no data; and read metadata
+            (files, tiles, notes), JSON-friendly.
+        """
+        raise NotImplementedError
+
+    def read_windows(
+        self,
+        windows: Sequence[GridWindow],
+        spatials: Sequence[SpatialSpec],
+        temporal: TemporalSpec | None,
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Read several windows (default: :meth:`read_window` one by one)."""
+        return [self.read_window(w, sp, temporal) for w, sp in zip(windows, spatials, strict=True)]
+
+    # -- description -----------------------------------------------------------------------------
+    def describe_extra(self) -> dict[str, Any]:
+        """Product-specific ``describe()`` keys (access, temporal rule, model_config)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What the product is, where it comes from and how it reaches the common grid."""
+        scale = self.grid_scale_m(None)
+        d: dict[str, Any] = {
+            "model": self.name,
+            "type": "precomputed",
+            "backend": list(self.backends),
+            "output": list(self.output_modes),
+            "inputs": {"product": self.product, "source": self.source},
+            "defaults": {"scale_m": scale, "year": self.default_year},
+            "embedding_dim": int(self.embedding_dim),
+            "source": self.source,
+            "native_crs": self.native_crs,
+            "native_resolution": self.native_resolution,
+            "grid_crs": WEB_MERCATOR,
+            "grid": (
+                f"({self.embedding_dim}, H, W): product pixels resampled ({self.resampling}) onto the "
+                f"common {WEB_MERCATOR} grid at scale_m, north-up"
+            ),
+            "resampling": self.resampling,
+            "pooling": "NaN-aware mean or max over the ROI's grid pixels",
+            "years": list(self.years) if self.years is not None else None,
+            "model_config": dict(self.model_config),
+        }
+        d.update(self.describe_extra())
+        return d
+
+    def default_sensor(self) -> SensorSpec | None:
+        """Precomputed products read no provider input: ``None``."""
+        return None
+
+    # -- shared rules ----------------------------------------------------------------------------
+    def grid_scale_m(self, sensor: SensorSpec | None) -> float:
+        """Common-grid pixel size: ``model_config["scale_m"]``, else the sensor's (if honoured), else the default."""
+        value = self.model_config.get("scale_m")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ModelError(f"{self.name} model_config 'scale_m' must be a positive number; got {value!r}.")
+            return float(value)
+        if self.sensor_sets_scale and sensor is not None:
+            return float(sensor.scale_m)
+        return float(self.default_scale_m)
+
+    def resolve_year(self, temporal: TemporalSpec | None) -> int:
+        """The product year a request asks for, with rs-embed's rules.
+
+        Raises
+        ------
+        ModelError
+            When no year is given and the product has no default, or the year
+            is not one the product exists for.
+        """
+        if temporal is None:
+            if self.default_year is None:
+                raise ModelError(f"{self.name} requires TemporalSpec.year(year=...).")
+            if self.warn_default_year:
+                warnings.warn(
+                    f"{self.name}: no temporal spec given; using the product year {self.default_year}. "
+                    f"Pass TemporalSpec.year({self.default_year}) to silence this.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            year = int(self.default_year)
+        elif temporal.mode == "year":
+            year = int(temporal.year)  # type: ignore[arg-type]
+        else:
+            year = date.fromisoformat(str(temporal.start)).year
+            warnings.warn(
+                f"{self.name} is an annual product: TemporalSpec.range({temporal.start!r}, "
+                f"{temporal.end!r}) uses its start year {year}. Pass TemporalSpec.year({year}) "
+                "to silence this.",
+                UserWarning,
+                stacklevel=4,
+            )
+        if self.years is not None and year not in self.years:
+            raise ModelError(
+                f"{self.name} ({self.product}) exists for year(s) {list(self.years)} only; "
+                f"got year {year}."
+            )
+        return year
+
+    def product_temporal(self, temporal: TemporalSpec | None) -> TemporalSpec:
+        """``TemporalSpec.year`` of the resolved product year."""
+        return TemporalSpec(mode="year", year=self.resolve_year(temporal))
+
+    def window_for(self, spatial: SpatialSpec, sensor: SensorSpec | None) -> GridWindow:
+        """The ROI's window of the common grid at :meth:`grid_scale_m`."""
+        return grid_window(spatial, self.grid_scale_m(sensor))
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def embed_spatials(
+        self,
+        spatials: Sequence[Any],
+        *,
+        temporal: Any,
+        output: OutputSpec,
+        sensor: SensorSpec | None,
+    ) -> list[Embedding]:
+        """Read each ROI's embeddings and return pooled ``(D,)`` or grid ``(D, H, W)`` outputs.
+
+        Parameters
+        ----------
+        spatials : sequence of BBox or PointBuffer
+            The ROIs, validated.
+        temporal : TemporalSpec or None
+            The request's time (see :meth:`resolve_year`).
+        output : OutputSpec
+            Pooled (NaN-aware mean or max) or grid (north-up) output.
+        sensor : SensorSpec or None
+            Only its ``scale_m`` is used, and only when :attr:`sensor_sets_scale`.
+
+        Returns
+        -------
+        list of Embedding
+            One per ROI, in order.
+
+        Raises
+        ------
+        ModelError
+            An ROI with no valid pixel, a wrong read shape, or a bad year.
+        """
+        if not self._loaded:
+            self.load(self.device)
+        spatials = list(spatials)
+        ptemporal = self.product_temporal(temporal)
+        windows = [self.window_for(sp, sensor) for sp in spatials]
+        reads = self.read_windows(windows, spatials, ptemporal)
+        if len(reads) != len(spatials):
+            raise ModelError(f"{self.name}: read {len(reads)} windows for {len(spatials)} ROIs.")
+        return [
+            self.finish(arr, meta, spatial=sp, window=w, output=output, temporal=ptemporal)
+            for (arr, meta), sp, w in zip(reads, spatials, windows, strict=True)
+        ]
+
+    def finish(
+        self,
+        values: np.ndarray,
+        read_meta: Mapping[str, Any],
+        *,
+        spatial: SpatialSpec,
+        window: GridWindow,
+        output: OutputSpec,
+        temporal: TemporalSpec | None,
+    ) -> Embedding:
+        """Check one read window and turn it into the requested output with its metadata."""
+        arr = np.asarray(values, dtype=np.float32)
+        expected = (int(self.embedding_dim), window.height, window.width)
+        if arr.shape != expected:
+            raise ModelError(
+                f"{self.name}: read_window returned shape {arr.shape}; expected {expected} "
+                "(embedding_dim, window height, window width)."
+            )
+        valid = np.isfinite(arr).any(axis=0)
+        if not valid.any():
+            raise ModelError(
+                f"{self.name}: the ROI {spatial} has no valid {self.product} pixel"
+                f"{'' if temporal is None else f' for year {temporal.year}'} (all NaN: outside the "
+                "product's coverage or masked)."
+            )
+        meta = self.product_meta(output, temporal)
+        meta.update(dict(read_meta))
+        meta["valid_fraction"] = float(valid.mean())
+        meta["roi_grid"] = window.to_dict()
+        if output.mode == "pooled":
+            return Embedding(data=nan_pool(arr, output.pooling), meta=meta)
+        self.grid_meta(meta, window, output)
+        return Embedding(data=np.ascontiguousarray(arr), meta=meta)
+
+    def product_meta(self, output: OutputSpec, temporal: TemporalSpec | None) -> dict[str, Any]:
+        """rs-embed's standard meta keys for a precomputed result."""
+        meta = self.base_meta(output)
+        meta.update(
+            {
+                "backend": "auto",
+                "source": self.source,
+                "product": self.product,
+                "sensor": None,
+                "temporal": None if temporal is None else temporal.to_dict(),
+                "year": None if temporal is None else temporal.year,
+                "native_crs": self.native_crs,
+                "native_resolution": self.native_resolution,
+                "resampling": self.resampling,
+            }
+        )
+        return meta
+
+    @staticmethod
+    def grid_meta(meta: dict[str, Any], window: GridWindow, output: OutputSpec) -> None:
+        """Grid keys: shape, CRS, transform and the (already north-up) orientation."""
+        meta["grid_hw"] = [window.height, window.width]
+        meta["crs"] = WEB_MERCATOR
+        meta["transform"] = list(window.transform_tuple)
+        meta["grid_orientation_policy"] = output.grid_orientation
+        meta["grid_native_y_axis_direction"] = "north_to_south"
+        meta["grid_native_orientation_reason"] = "common_grid_north_up"
+        meta["grid_orientation_applied"] = False
+        meta["y_axis_direction"] = "north_to_south"

@@ -1,0 +1,480 @@
+"""``prithvi``: Prithvi-EO-2.0 (NASA/IBM), a multi-temporal ViT on six HLS bands.
+
+The encoder is written here (``terratorch`` is not a dependency) with the
+module names of the official ``PrithviMAE`` checkpoint, so its encoder keys
+load unchanged with ``strict=True`` once the decoder keys are dropped:
+
+* ``patch_embed.proj``: a 3-D convolution with a ``(1, p, p)`` kernel, one
+  token per frame and patch;
+* ``pos_embed``: fixed 3-D sin-cos embedding (width, height and time use
+  6/16, 6/16 and 4/16 of the channels), recomputed when the number of
+  frames differs from the checkpoint's;
+* ``temporal_embed_enc`` / ``location_embed_enc`` (TL variants): sin-cos
+  embeddings of (year, day of year) per frame and of (lat, lon) of the ROI,
+  scaled by a learnt scalar;
+* timm ``Block`` transformer layers and a final ``LayerNorm``.
+
+Inputs are ``(T, C, H, W)`` Sentinel-2 L2A digital numbers of the bands
+mapped to HLS (BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2 -> B2, B3, B4,
+B8A, B11, B12) at 30 m, one frame per equal time bin of the request.
+Temporal coordinates are the (year, day of year) of each bin's centre,
+location coordinates the (lat, lon) of the ROI centre; both come from the
+embedding context.  The grid is the patch tokens averaged over time,
+``(D, h, w)``; the pooled vector is the mean (or max) over every patch token
+of every frame (the CLS token is dropped), as rs-embed pools ViT tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any, cast
+
+import numpy as np
+
+from rs_embed_dask.errors import ModelError
+from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
+from rs_embed_dask.specs import OutputSpec
+from rs_embed_dask.types import Embedding
+
+__all__ = ["PrithviEmbedder", "build_prithvi_encoder", "embed_with_side_inputs", "frame_coords"]
+
+ENV_VAR = "RS_EMBED_PRITHVI_WEIGHTS"
+HLS_BANDS = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
+S2_BANDS = ("B2", "B3", "B4", "B8A", "B11", "B12")
+# mean / std of the HLS training data (reflectance x 10000), from the checkpoints' config.json
+HLS_MEAN = (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0)
+HLS_STD = (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0)
+
+# variant -> (embed_dim, depth, num_heads, patch_size, coords encoding, HF repo, file)
+VARIANTS: dict[str, tuple[int, int, int, int, bool, str, str]] = {
+    "prithvi_eo_v2_100_tl": (768, 12, 12, 16, True, "Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt"),
+    "prithvi_eo_v2_300": (1024, 24, 16, 16, False, "Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt"),
+    "prithvi_eo_v2_300_tl": (1024, 24, 16, 16, True, "Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt"),
+    "prithvi_eo_v2_600": (1280, 32, 16, 14, False, "Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt"),
+    "prithvi_eo_v2_600_tl": (1280, 32, 16, 14, True, "Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt"),
+}
+_ALIASES = {k.removeprefix("prithvi_eo_v2_"): k for k in VARIANTS}
+DEFAULT_VARIANT = "prithvi_eo_v2_100_tl"
+CHECKPOINT_FRAMES = 4  # the published checkpoints were pretrained on 4 frames
+HF_ORG = "ibm-nasa-geospatial"
+
+
+# -- sin-cos embeddings -------------------------------------------------------------
+def _sincos_1d(dim: int, pos: Any) -> Any:
+    """``(M, dim)`` sin-cos embedding of positions ``pos`` (float tensor), frequencies 1/10000**(2i/dim)."""
+    import torch
+
+    omega = torch.arange(dim // 2, dtype=pos.dtype, device=pos.device) / (dim / 2.0)
+    omega = 1.0 / 10000**omega
+    out = torch.outer(pos.reshape(-1), omega)
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def sincos_3d(dim: int, t: int, h: int, w: int) -> Any:
+    """``(1, 1 + t*h*w, dim)`` fixed position embedding, CLS row zero (token order t, h, w)."""
+    import torch
+
+    if dim % 16:
+        raise ModelError(f"prithvi embed_dim must be a multiple of 16; got {dim}")
+    dw, dt = dim // 16 * 6, dim // 16 * 4
+    f64 = torch.float64
+    ew = _sincos_1d(dw, torch.arange(w, dtype=f64))
+    eh = _sincos_1d(dw, torch.arange(h, dtype=f64))
+    et = _sincos_1d(dt, torch.arange(t, dtype=f64))
+    grid = torch.cat(
+        [
+            ew[None, None, :, :].expand(t, h, w, dw),
+            eh[None, :, None, :].expand(t, h, w, dw),
+            et[:, None, None, :].expand(t, h, w, dt),
+        ],
+        dim=-1,
+    ).reshape(t * h * w, dim)
+    return torch.cat([torch.zeros(1, dim, dtype=f64), grid]).float().unsqueeze(0)
+
+
+def build_prithvi_encoder(
+    *, embed_dim: int, depth: int, num_heads: int, patch_size: int, in_chans: int = 6,
+    num_frames: int = CHECKPOINT_FRAMES, img_size: int = 224, coords: bool = True,
+) -> Any:  # fmt: skip
+    """The Prithvi-EO-2.0 encoder as a ``torch.nn.Module`` (random weights).
+
+    Parameters
+    ----------
+    embed_dim, depth, num_heads, patch_size : int
+        Architecture of the variant.
+    in_chans : int, default 6
+        Input bands.
+    num_frames : int, default 4
+        Frames of the checkpoint's fixed position embedding.
+    img_size : int, default 224
+        Input side in pixels.
+    coords : bool, default True
+        Build the temporal and location encoders (TL variants).
+    """
+    import torch
+    from timm.models.vision_transformer import Block
+    from torch import nn
+
+    class _PatchEmbed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            k = (1, patch_size, patch_size)
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x).flatten(2).transpose(1, 2)  # B, T*h*w, D
+
+    class _CoordEncoder(nn.Module):
+        """sin-cos of two coordinates, half the channels each, times a learnt scale."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            da = embed_dim // 2
+            ea = _sincos_1d(da, a.float()).reshape(*a.shape, da)
+            eb = _sincos_1d(embed_dim - da, b.float()).reshape(*b.shape, embed_dim - da)
+            return self.scale * torch.cat([ea, eb], dim=-1)
+
+    class PrithviEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_size = patch_size
+            self.coords = coords
+            self.patch_embed = _PatchEmbed()
+            if coords:
+                self.temporal_embed_enc = _CoordEncoder()
+                self.location_embed_enc = _CoordEncoder()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            g = img_size // patch_size
+            self.register_buffer("pos_embed", sincos_3d(embed_dim, num_frames, g, g))
+            self.blocks = nn.ModuleList(
+                [Block(embed_dim, num_heads, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+            )
+            self.norm = nn.LayerNorm(embed_dim)
+
+        def forward(
+            self,
+            x: torch.Tensor,
+            temporal_coords: torch.Tensor | None = None,
+            location_coords: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            """``(B, C, T, H, W)`` -> patch tokens ``(B, T, h, w, D)`` (CLS dropped)."""
+            b, _, t, hh, ww = x.shape
+            h, w = hh // self.patch_size, ww // self.patch_size
+            tokens = self.patch_embed(x)
+            pos = cast(torch.Tensor, self.pos_embed)
+            if pos.shape[1] != 1 + t * h * w:
+                pos = sincos_3d(tokens.shape[-1], t, h, w).to(tokens)
+            tokens = tokens + pos[:, 1:]
+            if self.coords and temporal_coords is not None:
+                enc = self.temporal_embed_enc(temporal_coords[..., 0], temporal_coords[..., 1])  # B, T, D
+                tokens = tokens + enc.repeat_interleave(h * w, dim=1)
+            if self.coords and location_coords is not None:
+                tokens = tokens + self.location_embed_enc(location_coords[:, :1], location_coords[:, 1:])
+            cls = (self.cls_token + pos[:, :1]).expand(b, -1, -1)
+            z = torch.cat([cls, tokens], dim=1)
+            for blk in self.blocks:
+                z = blk(z)
+            z = self.norm(z)
+            return z[:, 1:].reshape(b, t, h, w, -1)
+
+    return PrithviEncoder()
+
+
+# -- context -> coordinates -----------------------------------------------------------
+def frame_coords(ctx: Mapping[str, Any] | None, n_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(T, 2)`` (year, day of year) of each frame's bin centre and ``(2,)`` (lat, lon) of the ROI.
+
+    Frames come from ``fetch_meta["frames"]`` (start, end exclusive) when the
+    provider recorded them, else from ``n_frames`` equal bins of the context's
+    temporal spec; either is ``None`` when the context does not say.
+    """
+    if not ctx:
+        return None, None
+    bins: list[tuple[date, date]] = []
+    frames = (ctx.get("fetch_meta") or {}).get("frames")
+    if frames and len(frames) == n_frames:
+        bins = [(date.fromisoformat(f["start"]), date.fromisoformat(f["end"])) for f in frames]
+    elif ctx.get("temporal") is not None:
+        from rs_embed_dask.providers.base import split_date_range
+
+        start, end = ctx["temporal"].date_range()
+        bins = split_date_range(start, end, n_frames)
+    temporal = None
+    if bins:
+        mids = [a + timedelta(days=max(0, (b - a).days - 1) // 2) for a, b in bins]
+        temporal = np.array([[d.year, d.timetuple().tm_yday] for d in mids], dtype=np.float32)
+    location = None
+    spatial = ctx.get("spatial")
+    if spatial is not None:
+        lon, lat = spatial.to_wgs84().center
+        location = np.array([lat, lon], dtype=np.float32)
+    return temporal, location
+
+
+SideFn = Callable[[np.ndarray, Mapping[str, Any] | None], dict[str, np.ndarray | None]]
+
+
+def embed_with_side_inputs(
+    embedder: TorchEmbedder,
+    inputs: Sequence[np.ndarray],
+    *,
+    output: OutputSpec,
+    contexts: Sequence[Mapping[str, Any]] | None,
+    side: SideFn,
+    run: Callable[[Any, dict[str, Any], OutputSpec], Any],
+) -> list[Embedding]:
+    """Batched embedding for models with per-input side inputs (coordinates, dates, areas).
+
+    Inputs are grouped by shape and by which side inputs are known, so that a
+    batch gives exactly what single calls give; ``run(x, sides, output)``
+    receives the preprocessed batch and the stacked side tensors (``None``
+    where unknown) and returns ``(B, D)`` or ``(B, D, h, w)``.  The side
+    values are recorded in each embedding's meta.
+    """
+    import torch
+
+    if not embedder._loaded:
+        embedder.load(embedder.device)
+    ctxs: list[Mapping[str, Any] | None] = list(contexts) if contexts is not None else [None] * len(inputs)
+    if len(ctxs) != len(inputs):
+        raise ModelError(f"{embedder.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
+    sides = [side(np.asarray(x), c) for x, c in zip(inputs, ctxs, strict=True)]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, x in enumerate(inputs):
+        known = tuple(sorted((k, v is not None) for k, v in sides[i].items()))
+        groups.setdefault((tuple(np.shape(x)), known), []).append(i)
+    results: list[Embedding | None] = [None] * len(inputs)
+    dev = torch.device(embedder.device)
+    with embedder._lock, torch.inference_mode(), embedder._autocast():
+        for (shape, known), idx in groups.items():
+            t = torch.from_numpy(np.stack([np.asarray(inputs[i], dtype=np.float32) for i in idx])).to(dev)
+            stacked = {
+                k: (torch.from_numpy(np.stack([cast(np.ndarray, sides[i][k]) for i in idx])).to(dev) if ok else None)
+                for k, ok in known
+            }
+            out = run(embedder.preprocess(t), stacked, output)
+            out_np = out.float().cpu().numpy().astype(np.float32, copy=False)
+            for j, i in enumerate(idx):
+                meta = embedder.base_meta(output)
+                meta["input_hw"] = [int(shape[-2]), int(shape[-1])]
+                for k, v in sides[i].items():
+                    meta[k] = None if v is None else np.asarray(v).tolist()
+                if output.mode == "grid":
+                    meta["grid_hw"] = [int(out_np.shape[-2]), int(out_np.shape[-1])]
+                    meta["y_axis_direction"] = "north_to_south"
+                results[i] = Embedding(data=np.ascontiguousarray(out_np[j]), meta=meta)
+    return [r for r in results if r is not None]
+
+
+def _pos_int(cfg: Mapping[str, Any], key: str, default: int) -> int:
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ModelError(f"prithvi model_config {key!r} must be a positive integer; got {v!r}")
+    return v
+
+
+class PrithviEmbedder(TorchEmbedder):
+    """Prithvi-EO-2.0 on ``(T, 6, H, W)`` HLS-like Sentinel-2 inputs.
+
+    ``model_config`` keys
+    ---------------------
+    variant : str, default ``"prithvi_eo_v2_100_tl"``
+        One of ``prithvi_eo_v2_{100_tl,300,300_tl,600,600_tl}`` (or the
+        short forms ``100_tl``, ``300``, ...).
+    weights : str
+        Checkpoint file (or folder holding the variant's file name).
+    image_size : int, default 224
+        Side the frames are resized to (a multiple of the patch size).
+    normalization : {"unit", "hls_stats"}, default ``"unit"``
+        ``"unit"``: DN / 10000 clipped to [0, 1] (rs-embed's choice);
+        ``"hls_stats"``: (DN - mean) / std with the checkpoints' HLS statistics.
+    use_coords : bool, default True
+        Feed temporal and location coordinates to TL variants.
+    embed_dim, depth, num_heads : int
+        Test-only architecture overrides (tiny random models); the published
+        weights need the variant's values.
+    """
+
+    name = "prithvi"
+    extra = "models"
+    requires = ("torch", "timm")
+    n_frames = CHECKPOINT_FRAMES
+    input_size = 224
+    supports_autocast = True
+    config_keys = frozenset(
+        {"variant", "weights", "image_size", "normalization", "use_coords", "embed_dim", "depth", "num_heads"}
+    )
+
+    def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model_config)
+        cfg = self.model_config
+        variant = str(cfg.get("variant", DEFAULT_VARIANT)).strip().lower()
+        variant = _ALIASES.get(variant, variant)
+        if variant not in VARIANTS:
+            raise ModelError(
+                f"prithvi model_config 'variant' must be one of {sorted(VARIANTS)} "
+                f"(or {sorted(_ALIASES)}); got {cfg.get('variant')!r}"
+            )
+        dim, depth, heads, patch, coords, repo, fname = VARIANTS[variant]
+        self.variant = variant
+        self.embed_dim = _pos_int(cfg, "embed_dim", dim)
+        self.depth = _pos_int(cfg, "depth", depth)
+        self.num_heads = _pos_int(cfg, "num_heads", heads)
+        self.patch_size = patch
+        self.coords = coords
+        self.hf_repo = f"{HF_ORG}/{repo}"
+        self.filename = fname
+        self.image_size = _pos_int(cfg, "image_size", 224)
+        if self.image_size % patch:
+            raise ModelError(
+                f"prithvi model_config 'image_size' must be a multiple of the patch size {patch}; "
+                f"got {self.image_size}"
+            )
+        self.normalization = str(cfg.get("normalization", "unit"))
+        if self.normalization not in ("unit", "hls_stats"):
+            raise ModelError(
+                f"prithvi model_config 'normalization' must be 'unit' or 'hls_stats'; got {self.normalization!r}"
+            )
+        self.use_coords = bool(cfg.get("use_coords", True))
+
+    def describe(self) -> dict[str, Any]:
+        """Bands, scale, frames, dims and weights of this configuration."""
+        g = self.image_size // self.patch_size
+        return {
+            "model": self.name,
+            "type": "onthefly",
+            "backend": ["provider"],
+            "output": ["pooled", "grid"],
+            "inputs": {
+                "collection": S2_SR,
+                "bands": list(S2_BANDS),
+                "hls_bands": list(HLS_BANDS),
+                "shape": f"(T={self.n_frames}, C=6, H, W)",
+            },
+            "defaults": {
+                "scale_m": 30,
+                "cloudy_pct": 30,
+                "composite": "median",
+                "image_size": self.image_size,
+                "variant": self.variant,
+            },
+            "embedding_dim": self.embed_dim,
+            "input_size": self.image_size,
+            "patch_size": self.patch_size,
+            "grid": f"({self.embed_dim}, {g}, {g}): patch tokens averaged over the {self.n_frames} frames",
+            "pooled": "mean (or max) of every patch token of every frame, CLS dropped",
+            "temporal": (
+                f"multi-frame: T={self.n_frames} equal bins of the request window, one composite each"
+            ),
+            "side_inputs": (
+                "temporal_coords (year, day of year of each bin centre) and location_coords "
+                "(lat, lon of the ROI centre)"
+                if self.coords
+                else "none"
+            ),
+            "normalization": (
+                "DN / 10000 clipped to [0, 1]"
+                if self.normalization == "unit"
+                else f"(DN - mean) / std, mean={list(HLS_MEAN)}, std={list(HLS_STD)}"
+            ),
+            "model_config": {"variant": self.variant, "image_size": self.image_size},
+            "variants": sorted(VARIANTS),
+            "weights": f"Hugging Face {self.hf_repo}/{self.filename}",
+            "weights_env": ENV_VAR,
+            "extra": self.extra,
+        }
+
+    def build_module(self) -> Any:
+        import torch
+
+        # built without initialising (every tensor comes from the checkpoint, strict=True)
+        with torch.device("meta"):
+            module = build_prithvi_encoder(
+                embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
+                patch_size=self.patch_size, img_size=self.image_size, coords=self.coords,
+            )  # fmt: skip
+        module = module.to_empty(device="cpu")
+        path = find_weights(
+            self.name, config=self.model_config, env_var=ENV_VAR, filenames=[self.filename],
+            hf_repo=self.hf_repo, hf_filename=self.filename,
+        )  # fmt: skip
+        state = load_state_dict(path)
+        enc = {k: v for k, v in state.items() if not k.startswith("decoder.") and k != "mask_token"}
+        enc = strip_prefix(enc, "encoder.")
+        g = self.image_size // self.patch_size
+        if "pos_embed" in enc and enc["pos_embed"].shape != module.pos_embed.shape:
+            # a checkpoint of another image size: the embedding is fixed, recompute it
+            enc["pos_embed"] = sincos_3d(self.embed_dim, CHECKPOINT_FRAMES, g, g)
+        try:
+            module.load_state_dict(enc, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"The checkpoint {str(path)!r} does not fit prithvi {self.variant!r}: {exc}") from exc
+        return module
+
+    def preprocess(self, x: Any) -> Any:
+        """``(B, T, 6, H, W)`` (or ``(B, 6, H, W)``) DN -> normalised ``(B, T, 6, H, W)``."""
+        import torch
+
+        if x.ndim == 4:
+            x = x.unsqueeze(1)
+        if x.ndim != 5 or x.shape[2] != len(S2_BANDS):
+            raise ModelError(
+                f"prithvi expects (T, 6, H, W) inputs of bands {list(S2_BANDS)}; got shape {tuple(x.shape[1:])}"
+            )
+        if self.normalization == "unit":
+            return (x / 10000.0).clamp(0.0, 1.0)
+        mean = torch.tensor(HLS_MEAN, dtype=x.dtype, device=x.device).view(1, 1, -1, 1, 1)
+        std = torch.tensor(HLS_STD, dtype=x.dtype, device=x.device).view(1, 1, -1, 1, 1)
+        return (x - mean) / std
+
+    def _tokens(self, x: Any, temporal: Any = None, location: Any = None) -> Any:
+        import torch.nn.functional as F
+
+        b, t, c, h, w = x.shape
+        if (h, w) != (self.image_size, self.image_size):
+            x = F.interpolate(
+                x.reshape(b * t, c, h, w), size=(self.image_size,) * 2, mode="bilinear", align_corners=False
+            ).reshape(b, t, c, self.image_size, self.image_size)
+        if not (self.coords and self.use_coords):
+            temporal = location = None
+        return self.module(x.permute(0, 2, 1, 3, 4), temporal, location)  # B, T, h, w, D
+
+    def forward_grid(self, x: Any) -> Any:
+        return self._tokens(x).mean(dim=1).permute(0, 3, 1, 2)
+
+    def forward_pooled(self, x: Any, pooling: str) -> Any:
+        tok = self._tokens(x).flatten(1, 3)
+        return tok.amax(dim=1) if pooling == "max" else tok.mean(dim=1)
+
+    def _side(self, x: np.ndarray, ctx: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+        t = x.shape[0] if x.ndim == 4 else 1
+        temporal, location = frame_coords(ctx, t)
+        return {"temporal_coords": temporal, "location_coords": location}
+
+    def _run(self, x: Any, sides: dict[str, Any], output: OutputSpec) -> Any:
+        tok = self._tokens(x, sides.get("temporal_coords"), sides.get("location_coords"))
+        if output.mode == "grid":
+            return tok.mean(dim=1).permute(0, 3, 1, 2)
+        flat = tok.flatten(1, 3)
+        return flat.amax(dim=1) if output.pooling == "max" else flat.mean(dim=1)
+
+    def embed_inputs(
+        self,
+        inputs: Sequence[np.ndarray],
+        *,
+        output: OutputSpec,
+        contexts: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Embedding]:
+        """Embed ``(T, 6, H, W)`` inputs with their temporal and location coordinates."""
+        out = embed_with_side_inputs(
+            self, inputs, output=output, contexts=contexts, side=self._side, run=self._run
+        )
+        for emb, x in zip(out, inputs, strict=True):
+            emb.meta["variant"] = self.variant
+            emb.meta["n_frames"] = int(np.shape(x)[0]) if np.ndim(x) == 4 else 1
+        return out

@@ -1,0 +1,243 @@
+"""``remoteclip``: RemoteCLIP (CLIP fine-tuned on remote-sensing captions) on Sentinel-2 RGB.
+
+The architecture is open_clip's CLIP (``ViT-B-32`` by default, also
+``ViT-L-14`` and ``RN50``), the weights are the RemoteCLIP checkpoints of the
+Hugging Face repository ``chendelong/RemoteCLIP``, read with
+``weights_only=True`` and loaded with ``strict=True`` into the whole CLIP
+model; only the image tower is kept.
+
+Preprocessing follows rs-embed: Sentinel-2 L2A DN ``B4, B3, B2`` ->
+``clip(DN / 10000, 0, 1) * 255`` truncated to 8-bit levels -> CLIP's image
+transform (bicubic resize of the short side to ``image_size``, centre crop,
+``/ 255``, CLIP mean/std).
+
+Outputs: pooled = ``encode_image`` (the CLIP image projection, 512-d for
+ViT-B/32); grid = the patch tokens at the transformer width
+(``grid_tokens="width"``, default: 768 for ViT-B/32, as rs-embed's grid), or
+the same tokens after CLIP's final LayerNorm projected through the image
+projection, so the grid has the pooled width (``grid_tokens="projected"``).  For ``RN50`` the grid is the last ResNet stage
+(``width``) or that stage passed through the attention pool's value and output
+projections (``projected``).  The pooled vector is not the mean of the grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.vit import S2_RGB, check_channels, check_choice, check_int, load_strict
+
+__all__ = ["RemoteCLIPEmbedder"]
+
+HF_REPO = "chendelong/RemoteCLIP"
+# The reference gives no revision for this repository: downloads follow ``main``.
+HF_REVISION: str | None = None
+ENV_VAR = "RS_EMBED_REMOTECLIP_WEIGHTS"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# variant -> (open_clip architecture, checkpoint file name)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "vit-b-32": ("ViT-B-32", "RemoteCLIP-ViT-B-32.pt"),
+    "vit-l-14": ("ViT-L-14", "RemoteCLIP-ViT-L-14.pt"),
+    "rn50": ("RN50", "RemoteCLIP-RN50.pt"),
+}
+_WIDTHS = {"vit-b-32": 768, "vit-l-14": 1024, "rn50": 2048}
+
+
+class RemoteCLIPEmbedder(TorchEmbedder):
+    """RemoteCLIP image embeddings of Sentinel-2 RGB composites.
+
+    ``model_config`` keys
+    ---------------------
+    variant : {"vit-b-32", "vit-l-14", "rn50"}
+        The CLIP architecture (default ``"vit-b-32"``).
+    weights : str
+        Checkpoint file, or a folder holding ``RemoteCLIP-<arch>.pt``
+        (else ``$RS_EMBED_REMOTECLIP_WEIGHTS``, else the Hugging Face hub).
+    grid_tokens : {"projected", "width"}
+        Channels of the grid output (see the module docstring).
+    image_size, width, layers, embed_dim : int
+        For tests and smoke runs only: override the architecture's input size,
+        tower width, depth and joint embedding width (no released checkpoint
+        has such shapes).
+    """
+
+    name = "remoteclip"
+    requires = ("torch", "open_clip")
+    extra = "models"
+    config_keys = frozenset(
+        {"variant", "weights", "grid_tokens", "image_size", "width", "layers", "embed_dim"}
+    )
+    supports_autocast = True
+    input_size = 224
+
+    def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model_config)
+        cfg = self.model_config
+        self.variant = check_choice(self.name, cfg, "variant", tuple(VARIANTS), "vit-b-32")
+        self.grid_tokens = check_choice(self.name, cfg, "grid_tokens", ("projected", "width"), "width")
+        self.arch, self.filename = VARIANTS[self.variant]
+        self.image_size = check_int(self.name, cfg, "image_size", 8) or 224
+        self.width = check_int(self.name, cfg, "width", 8)
+        self.layers = check_int(self.name, cfg, "layers", 1)
+        self.embed_dim_override = check_int(self.name, cfg, "embed_dim", 8)
+
+    def resolve_input_size(self) -> int | None:
+        """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
+        return self.image_size
+
+    # -- description ---------------------------------------------------------------
+    def _clip_config(self) -> dict[str, Any]:
+        """open_clip's model config of the variant with the test overrides applied."""
+        import copy
+
+        import open_clip
+
+        cfg = copy.deepcopy(open_clip.get_model_config(self.arch))
+        vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+        vision["image_size"] = self.image_size
+        if self.width is not None:
+            vision["width"] = self.width
+            text["width"] = self.width
+            text["heads"] = max(1, self.width // 64)
+        if self.layers is not None:
+            vision["layers"] = [self.layers] * 4 if self.variant == "rn50" else self.layers
+            text["layers"] = self.layers
+        if self.embed_dim_override is not None:
+            cfg["embed_dim"] = self.embed_dim_override
+        return dict(cfg)
+
+    def _dims(self) -> tuple[int, int, int]:
+        """(pooled width, tower width, grid side) without importing open_clip."""
+        pooled = self.embed_dim_override or {"vit-b-32": 512, "vit-l-14": 768, "rn50": 1024}[self.variant]
+        if self.variant == "rn50":
+            width = (self.width or 64) * 32
+            side = self.image_size // 32
+        else:
+            width = self.width or _WIDTHS[self.variant]
+            side = self.image_size // (32 if self.variant == "vit-b-32" else 14)
+        return pooled, width, side
+
+    def describe(self) -> dict[str, Any]:
+        """Bands, scale, dims, outputs, preprocessing and weights of this configuration."""
+        pooled, width, side = self._dims()
+        grid_dim = pooled if self.grid_tokens == "projected" else width
+        return {
+            "model": self.name,
+            "type": "onthefly",
+            "backend": ["provider"],
+            "output": ["pooled", "grid"],
+            "inputs": {"collection": S2_SR, "bands": list(S2_RGB)},
+            "defaults": {
+                "scale_m": 10,
+                "cloudy_pct": 30,
+                "composite": "median",
+                "image_size": self.image_size,
+            },
+            "embedding_dim": pooled,
+            "grid_dim": grid_dim,
+            "grid": f"({grid_dim}, {side}, {side}) "
+            + ("feature map of the last ResNet stage" if self.variant == "rn50" else "ViT patch tokens"),
+            "temporal": "single composite",
+            "input_size": self.image_size,
+            "normalization": (
+                "floor(clip(DN / 10000, 0, 1) * 255) -> bicubic resize of the short side to "
+                f"{self.image_size} + centre crop -> / 255 -> CLIP mean {list(CLIP_MEAN)} std {list(CLIP_STD)}"
+            ),
+            "pooled": "CLIP image projection (encode_image); not the mean of the grid",
+            "model_config": {
+                "variant": self.variant,
+                "grid_tokens": self.grid_tokens,
+                "image_size": self.image_size,
+            },
+            "variants": sorted(VARIANTS),
+            "weights": {
+                "source": f"huggingface: {HF_REPO}/{self.filename}",
+                "revision": HF_REVISION or "main (the reference pins none)",
+                "env_var": ENV_VAR,
+                "format": "open_clip CLIP state dict (torch.load weights_only=True)",
+            },
+            "extra": self.extra,
+        }
+
+    # -- model ---------------------------------------------------------------------
+    def build_module(self) -> Any:
+        import open_clip
+
+        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
+
+        path = find_weights(
+            self.name,
+            config=self.model_config,
+            env_var=ENV_VAR,
+            filenames=(self.filename,),
+            hf_repo=HF_REPO,
+            hf_filename=self.filename,
+            revision=HF_REVISION,
+        )
+        clip = open_clip.CLIP(**self._clip_config())
+        state = strip_prefix(load_state_dict(path), "module.")
+        load_strict(clip, state, model=f"{self.name}/{self.variant}", path=path)
+        visual = clip.visual
+        if self.variant != "rn50":
+            visual.output_tokens = True
+        return visual
+
+    def preprocess(self, x: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        from rs_embed_dask.models.vit import requantize, rgb_levels
+
+        check_channels(self.name, x, S2_RGB)
+        levels = rgb_levels(x)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        s = self.image_size
+        if (h, w) != (s, s):
+            # torchvision Resize(s): the short side becomes s, the long one int(s * long / short)
+            nh, nw = (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
+            levels = F.interpolate(levels, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+            top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
+            levels = requantize(levels[..., top : top + s, left : left + s])
+        mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (levels / 255.0 - mean) / std
+
+    def _vit_forward(self, x: Any) -> tuple[Any, Any]:
+        """(pooled projection ``(B, E)``, patch tokens ``(B, N, width)`` after ``ln_post``)."""
+        pooled, tokens = self.module(x)
+        return pooled, tokens
+
+    def forward_grid(self, x: Any) -> Any:
+        return self._grid(x, projected=self.grid_tokens == "projected")
+
+    def _grid(self, x: Any, *, projected: bool) -> Any:
+        from rs_embed_dask.models.vit import tokens_to_grid
+
+        if self.variant == "rn50":
+            return self._rn50_grid(x, projected=projected)
+        _, tokens = self._vit_forward(x)
+        if projected:
+            tokens = tokens @ self.module.proj
+        side = round(tokens.shape[1] ** 0.5)
+        return tokens_to_grid(tokens, side, side)
+
+    def _rn50_grid(self, x: Any, *, projected: bool) -> Any:
+        m = self.module
+        feats = m.layer4(m.layer3(m.layer2(m.layer1(m.stem(x)))))
+        if not projected:
+            return feats
+        pool = m.attnpool
+        t = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
+        t = pool.c_proj(pool.v_proj(t))
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], feats.shape[-2], feats.shape[-1])
+
+    def forward_pooled(self, x: Any, pooling: str) -> Any:
+        if pooling == "max":  # max over the projected tokens: the same width as the CLIP vector
+            return self._grid(x, projected=True).amax(dim=(-2, -1))
+        if self.variant == "rn50":
+            return self.module(x)
+        pooled, _ = self._vit_forward(x)
+        return pooled

@@ -1,0 +1,183 @@
+"""``satmae``: the SatMAE ViT-L/16 encoder pre-trained on fMoW RGB, on Sentinel-2 RGB.
+
+The encoder is a timm ``VisionTransformer`` whose state-dict keys are those of
+the MAE / SatMAE encoder (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
+``blocks.*``, ``norm``): the checkpoint of the Hugging Face repository
+``MVRL/satmae-vitlarge-fmow-pretrain-800`` (or the official ``fmow_pretrain.pth``)
+loads with ``strict=True`` once its decoder keys are dropped.
+
+Preprocessing follows rs-embed: Sentinel-2 L2A DN ``B4, B3, B2`` ->
+``floor(clip(DN / 10000, 0, 1) * 255)`` (8-bit levels) -> centre-padded to a
+square (reflect) -> bicubic resize to ``image_size`` (no crop) -> ``/ 255``
+-> fMoW RGB mean/std.  The encoder runs without masking; the grid is the
+``(1024, 14, 14)`` patch tokens after the final LayerNorm, row 0 north, and
+the pooled vector their mean (or max).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.vit import S2_RGB, check_channels, check_int
+
+__all__ = ["SatMAEEmbedder", "rgb_u8_square_preprocess"]
+
+HF_REPO = "MVRL/satmae-vitlarge-fmow-pretrain-800"
+HF_FILENAME = "model.safetensors"
+# The reference gives no revision for this repository: downloads follow ``main``.
+HF_REVISION: str | None = None
+ENV_VAR = "RS_EMBED_SATMAE_WEIGHTS"
+FILENAMES = ("model.safetensors", "pytorch_model.bin", "fmow_pretrain.pth", "satmae.pth")
+FMOW_MEAN = (0.4182007, 0.4214799, 0.3991276)
+FMOW_STD = (0.2877428, 0.2754177, 0.2764018)
+PATCH = 16
+# keys of the MAE decoder and of wrappers that the encoder does not have
+DECODER_PREFIXES = ("decoder_", "mask_token", "head.", "fc_norm.")
+
+
+def rgb_u8_square_preprocess(x: Any, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """DN -> 8-bit levels -> square pad -> bicubic resize to ``size`` -> ``/ 255`` -> ``(x - mean) / std``."""
+    import torch
+
+    from rs_embed_dask.models.vit import pad_to_square, requantize, resize_square, rgb_levels
+
+    levels = rgb_levels(x)
+    if tuple(levels.shape[-2:]) != (size, size):
+        levels = requantize(resize_square(pad_to_square(levels), size, mode="bicubic"))
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (levels / 255.0 - m) / s
+
+
+class SatMAEEmbedder(TorchEmbedder):
+    """SatMAE (fMoW RGB, ViT-L/16) patch-token embeddings of Sentinel-2 RGB composites.
+
+    ``model_config`` keys
+    ---------------------
+    weights : str
+        Checkpoint file, or a folder holding one of ``model.safetensors``,
+        ``pytorch_model.bin``, ``fmow_pretrain.pth`` (else
+        ``$RS_EMBED_SATMAE_WEIGHTS``, else the Hugging Face hub).
+    image_size : int
+        Backbone input (multiple of 16, default 224); the checkpoint's
+        positional table is resized bicubically when it differs.
+    depth, embed_dim, num_heads : int
+        For tests and smoke runs only: a smaller encoder than ViT-L (24, 1024, 16).
+    """
+
+    name = "satmae"
+    requires = ("torch", "timm")
+    extra = "models"
+    config_keys = frozenset({"weights", "image_size", "depth", "embed_dim", "num_heads"})
+    supports_autocast = True
+    input_size = 224
+    image_level_vit_patch_grid = True
+    mean: tuple[float, ...] = FMOW_MEAN
+    std: tuple[float, ...] = FMOW_STD
+
+    def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model_config)
+        cfg = self.model_config
+        self.image_size = check_int(self.name, cfg, "image_size", PATCH) or 224
+        if self.image_size % PATCH:
+            from rs_embed_dask.errors import ModelError
+
+            raise ModelError(
+                f"{self.name} model_config 'image_size' must be a multiple of {PATCH}; got {self.image_size}"
+            )
+        self.depth = check_int(self.name, cfg, "depth", 1) or 24
+        self.embed_dim = check_int(self.name, cfg, "embed_dim", 4) or 1024
+        self.num_heads = check_int(self.name, cfg, "num_heads", 1) or 16
+
+    @property
+    def grid_side(self) -> int:
+        """Patch tokens per side."""
+        return self.image_size // PATCH
+
+    def resolve_input_size(self) -> int | None:
+        """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
+        return self.image_size
+
+    def _weights_info(self) -> dict[str, Any]:
+        return {
+            "source": f"huggingface: {HF_REPO}/{HF_FILENAME}",
+            "revision": HF_REVISION or "main (the reference pins none)",
+            "env_var": ENV_VAR,
+            "format": "MAE/SatMAE encoder state dict (safetensors or torch.load weights_only=True); "
+            "decoder keys are dropped",
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Bands, scale, dims, outputs, preprocessing and weights of this configuration."""
+        g = self.grid_side
+        return {
+            "model": self.name,
+            "type": "onthefly",
+            "backend": ["provider"],
+            "output": ["pooled", "grid"],
+            "inputs": {"collection": S2_SR, "bands": list(S2_RGB)},
+            "defaults": {
+                "scale_m": 10,
+                "cloudy_pct": 30,
+                "composite": "median",
+                "image_size": self.image_size,
+            },
+            "embedding_dim": self.embed_dim,
+            "grid": f"({self.embed_dim}, {g}, {g}) ViT patch tokens (patch {PATCH}), north up",
+            "grid_semantics": "vit_patch_tokens",
+            "pooled": "mean (or max) of the patch tokens",
+            "temporal": "single composite",
+            "input_size": self.image_size,
+            "normalization": (
+                "floor(clip(DN / 10000, 0, 1) * 255) -> square pad -> bicubic resize to "
+                f"{self.image_size} -> / 255 -> mean {list(self.mean)} std {list(self.std)}"
+            ),
+            "model_config": {"image_size": self.image_size},
+            "weights": self._weights_info(),
+            "extra": self.extra,
+        }
+
+    # -- model ---------------------------------------------------------------------
+    def _checkpoint(self) -> tuple[dict[str, Any], Any]:
+        from rs_embed_dask.models.vit import drop_keys
+        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
+
+        path = find_weights(
+            self.name,
+            config=self.model_config,
+            env_var=ENV_VAR,
+            filenames=FILENAMES,
+            hf_repo=HF_REPO,
+            hf_filename=HF_FILENAME,
+            revision=HF_REVISION,
+        )
+        state = strip_prefix(load_state_dict(path), "module.", "model.", "encoder.")
+        return drop_keys(state, DECODER_PREFIXES), path
+
+    def build_module(self) -> Any:
+        from rs_embed_dask.models.vit import interpolate_pos_embed, load_strict, timm_vit
+
+        state, path = self._checkpoint()
+        module = timm_vit(
+            image_size=self.image_size,
+            patch_size=PATCH,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+        )
+        if "pos_embed" in state:
+            state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], self.grid_side, self.grid_side)
+        load_strict(module, state, model=self.name, path=path)
+        return module
+
+    def preprocess(self, x: Any) -> Any:
+        check_channels(self.name, x, S2_RGB)
+        return rgb_u8_square_preprocess(x, self.image_size, self.mean, self.std)
+
+    def forward_grid(self, x: Any) -> Any:
+        from rs_embed_dask.models.vit import tokens_to_grid
+
+        tokens = self.module.forward_features(x)[:, self.module.num_prefix_tokens :]
+        return tokens_to_grid(tokens, self.grid_side, self.grid_side)

@@ -1,0 +1,142 @@
+"""``gse`` (annual Google Satellite Embedding) against the fake Earth Engine (``tests/fake_ee.py``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+from fake_ee import MAX_BYTES, FakeEarthEngine  # noqa: E402
+
+from rs_embed_dask import BBox, OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
+from rs_embed_dask.errors import ModelError  # noqa: E402
+from rs_embed_dask.geometry import grid_window  # noqa: E402
+from rs_embed_dask.models.gse import GSE_BANDS, GSEAnnualEmbedder  # noqa: E402
+from rs_embed_dask.providers import ee_session  # noqa: E402
+from rs_embed_dask.providers.gee_images import GSE_ANNUAL, NODATA_SENTINEL  # noqa: E402
+from rs_embed_dask.registry import get_model_class  # noqa: E402
+from rs_embed_dask.resolve import reset_runtime  # noqa: E402
+
+Y2023 = TemporalSpec.year(2023)
+ROI = PointBuffer(10.0, 45.0, 200)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setenv("EE_PROJECT", "test-project")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    reset_runtime()
+    f = FakeEarthEngine().install(monkeypatch)
+    yield f
+    reset_runtime()
+    ee_session.reset_session()
+
+
+def reference(fake, roi, year=2023, scale=10.0):
+    from datetime import date
+
+    w = grid_window(roi, scale)
+    return fake.values(GSE_ANNUAL, list(GSE_BANDS), w, (date(year, 1, 1), date(year + 1, 1, 1))).astype(np.float32)
+
+
+def embed(roi=ROI, temporal=Y2023, output=None):
+    return GSEAnnualEmbedder().embed_spatials([roi], temporal=temporal, output=output or OutputSpec.grid(), sensor=None)[0]
+
+
+def test_registered_and_described():
+    assert get_model_class("gse") is GSEAnnualEmbedder
+    d = GSEAnnualEmbedder().describe()
+    assert d["type"] == "precomputed"
+    assert d["embedding_dim"] == 64
+    assert "UTM" in d["native_crs"]
+    assert d["native_resolution"] == "10 m"
+    assert d["grid_crs"] == "EPSG:3857"
+    assert d["inputs"]["collection"] == GSE_ANNUAL
+
+
+def test_request_and_decoding(fake):
+    emb = embed()
+    w = grid_window(ROI, 10)
+    (req,) = fake.requests
+    img = req["image"]
+    assert img.coll.id == GSE_ANNUAL
+    assert img.coll.dates == ("2023-01-01", "2024-01-01")
+    assert img.coll.filters == []  # no scene cloud filter for the product
+    assert img.composite == "mosaic"
+    assert img.coll.sorted_by == "system:time_start"
+    assert img.bands == list(GSE_BANDS)
+    assert img.float
+    assert img.fill == NODATA_SENTINEL
+    assert req["grid"]["dimensions"] == {"width": w.width, "height": w.height}
+    assert req["grid"]["affineTransform"]["translateX"] == w.col_off * 10.0
+    assert req["grid"]["affineTransform"]["translateY"] == -w.row_off * 10.0
+    assert emb.data.shape == (64, *w.shape)
+    np.testing.assert_array_equal(emb.data, reference(fake, ROI))
+    assert np.abs(emb.data).max() <= 1.0
+    assert emb.meta["year"] == 2023
+    assert emb.meta["grid_hw"] == list(w.shape)
+
+
+def test_masked_pixels_are_nan_and_pooling_ignores_them(fake):
+    fake.masked = lambda w: np.indices(w.shape)[1] < 5  # five western columns
+    grid = embed().data
+    ref = reference(fake, ROI)
+    assert np.isnan(grid[:, :, :5]).all()
+    np.testing.assert_array_equal(grid[:, :, 5:], ref[:, :, 5:])
+    mean = embed(output=OutputSpec.pooled()).data
+    mx = embed(output=OutputSpec.pooled("max")).data
+    np.testing.assert_allclose(mean, ref[:, :, 5:].reshape(64, -1).mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mx, ref[:, :, 5:].reshape(64, -1).max(axis=1))
+    assert np.isfinite(mean).all()
+
+
+def test_all_masked_roi_is_a_model_error(fake):
+    fake.masked = lambda w: np.ones(w.shape, dtype=bool)
+    with pytest.raises(ModelError, match="no valid"):
+        embed(output=OutputSpec.pooled())
+
+
+def test_missing_year_is_a_model_error(fake):
+    fake.empty = lambda s: s["dates"][0].startswith("2010")
+    with pytest.raises(ModelError, match="No images"):
+        embed(temporal=TemporalSpec.year(2010))
+    with pytest.raises(ModelError, match=r"TemporalSpec\.year"):
+        embed(temporal=None)
+
+
+def test_range_uses_start_year_with_warning(fake):
+    with pytest.warns(UserWarning, match="start year 2021"):
+        emb = embed(temporal=TemporalSpec.range("2021-05-01", "2022-03-01"))
+    assert fake.requests[-1]["image"].coll.dates == ("2021-01-01", "2022-01-01")
+    np.testing.assert_array_equal(emb.data, reference(fake, ROI, year=2021))
+
+
+def test_large_roi_split_and_reassembled_exactly(fake):
+    roi = BBox(10.0, 45.0, 10.06, 45.04)  # ~670 x 630 px x 64 bands: over the 48 MiB limit
+    w = grid_window(roi, 10)
+    assert w.width * w.height * 64 * 5 > MAX_BYTES
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb = embed(roi=roi)
+    assert len(fake.requests) >= 2
+    for r in fake.requests:
+        d = r["grid"]["dimensions"]
+        assert d["width"] * d["height"] * 64 * 5 <= MAX_BYTES
+    np.testing.assert_array_equal(emb.data, reference(fake, roi))  # no duplicated or missing strip
+    assert emb.meta["n_requests"] == len(fake.requests)
+
+
+def test_scale_from_sensor(fake):
+    from rs_embed_dask.specs import SensorSpec
+
+    sensor = SensorSpec(GSE_ANNUAL, GSE_BANDS, scale_m=30)
+    emb = GSEAnnualEmbedder().embed_spatials([ROI], temporal=Y2023, output=OutputSpec.grid(), sensor=sensor)[0]
+    assert emb.data.shape == (64, *grid_window(ROI, 30).shape)
+    assert fake.requests[-1]["grid"]["affineTransform"]["scaleX"] == 30.0
