@@ -7,7 +7,7 @@ process, and share the fetch and embed steps with the Dask export engine.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,6 +49,7 @@ def get_embedding(
     backend: str = "auto",
     device: str = "auto",
     input_prep: InputPrepSpec | str | None = None,
+    provider_options: Mapping[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> Embedding:
     """Compute the embedding of one ROI.
@@ -75,6 +76,9 @@ def get_embedding(
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"``.
     input_prep : InputPrepSpec or {"auto", "resize", "tile"}, optional
         How inputs larger than the model's image size are handled.
+    provider_options : mapping, optional
+        Options of the provider (e.g. ``{"catalog_url": ...}`` for ``stac``,
+        ``{"path": ...}`` for ``local``), as in :func:`export_batch`.
     **model_kwargs
         Model-specific options (``model_config``).
 
@@ -109,6 +113,7 @@ def get_embedding(
         backend=backend,
         device=device,
         input_prep=input_prep,
+        provider_options=provider_options,
         model_kwargs=model_kwargs,
     )[0]
 
@@ -125,6 +130,7 @@ def get_embeddings_batch(
     backend: str = "auto",
     device: str = "auto",
     input_prep: InputPrepSpec | str | None = None,
+    provider_options: Mapping[str, Any] | None = None,
     **model_kwargs: Any,
 ) -> list[Embedding]:
     """Compute embeddings of several ROIs in this process, fetching in parallel.
@@ -145,6 +151,7 @@ def get_embeddings_batch(
         backend=backend,
         device=device,
         input_prep=input_prep,
+        provider_options=provider_options,
         model_kwargs=model_kwargs,
     )
 
@@ -161,6 +168,7 @@ def _run(
     backend: str,
     device: str,
     input_prep: InputPrepSpec | str | None,
+    provider_options: Mapping[str, Any] | None,
     model_kwargs: dict[str, Any],
 ) -> list[Embedding]:
     try:
@@ -189,11 +197,11 @@ def _run(
         temporal = default_temporal(model)
     # initialise the provider here so that set-up failures surface as ProviderError
     # (per-ROI fetch failures below become ModelError, as in rs-embed)
-    get_provider(rm.backend)
+    get_provider(rm.backend, provider_options)
 
     def _fetch(sp: Any) -> Any:
         try:
-            return fetch_input(rm, sp, temporal)
+            return fetch_input(rm, sp, temporal, provider_options=provider_options)
         except ModelError:
             raise
         except Exception as exc:

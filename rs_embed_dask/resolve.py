@@ -163,6 +163,8 @@ def resolve_backend(
         return picked
     if b in kinds:
         return b
+    if b == "gee" and kinds == ["auto"]:
+        return "auto"  # rs-embed: products that are their own source resolve "gee" to "auto"
     if "provider" in kinds:
         get_provider_class(b)  # ProviderError listing the known providers
         return b
