@@ -81,15 +81,20 @@ class Head:
 
 
 class PeakRSS:
-    """Peak RSS of this process (client + scheduler) and, summed, of its child processes (workers)."""
+    """RSS of this process (client + scheduler) and, summed, of its child processes (workers).
 
-    def __init__(self, interval: float = 0.25) -> None:
+    Samples every ``interval`` s and, when ``done`` is given, notes the first
+    sample at which ``done()`` is true: the peaks before it are those of the
+    streaming phase, the ones after it those of the final manifest.
+    """
+
+    def __init__(self, interval: float = 0.25, done: Any = None) -> None:
         import psutil
 
         self.proc = psutil.Process()
         self.interval = interval
-        self.client = self.workers = self.total = 0
-        self.samples = 0
+        self.done = done
+        self.timeline: list[tuple[float, int, int, bool]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -103,12 +108,11 @@ class PeakRSS:
 
     def _update(self) -> None:
         c, w = self.sample()
-        self.client, self.workers, self.total = (
-            max(self.client, c),
-            max(self.workers, w),
-            max(self.total, c + w),
-        )
-        self.samples += 1
+        streamed = bool(self.timeline and self.timeline[-1][3])
+        if not streamed and self.done is not None:
+            with contextlib.suppress(Exception):  # the store may not exist yet
+                streamed = bool(self.done())
+        self.timeline.append((time.perf_counter() - self.t0, c, w, streamed))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -116,6 +120,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
+        self.t0 = time.perf_counter()
         self.start = self.sample()
         self._t.start()
         return self
@@ -125,10 +130,34 @@ class PeakRSS:
         self._t.join()
         self._update()
 
+    def peaks(self, phase: str = "all") -> dict[str, float]:
+        """Peak client, workers and total RSS in MB over ``phase`` ("all", "stream", "final")."""
+        rows = [r for r in self.timeline if phase == "all" or r[3] == (phase == "final")]
+        mb = 2**20
+        if not rows:
+            return {"client_mb": float("nan"), "workers_mb": float("nan"), "total_mb": float("nan")}
+        return {
+            "client_mb": max(r[1] for r in rows) / mb,
+            "workers_mb": max(r[2] for r in rows) / mb,
+            "total_mb": max(r[1] + r[2] for r in rows) / mb,
+        }
+
+
+def _last_chunk_written(path: str, n: int) -> Any:
+    """A probe of the store (layout in ``rs_embed_dask.export.store``): is item ``n - 1`` written?"""
+
+    def done() -> bool:
+        import zarr
+
+        return bool(zarr.open_array(os.path.join(path, "models", "rcf", "status"), mode="r")[n - 1] != 0)
+
+    return done
+
 
 def one_run(client: Any, spatials: Any, path: str) -> dict[str, Any]:
     shutil.rmtree(path, ignore_errors=True)
-    with PeakRSS() as mon:
+    n = len(spatials)
+    with PeakRSS(done=_last_chunk_written(path, n)) as mon:
         t0 = time.perf_counter()
         manifest = export_batch(
             spatials=spatials,
@@ -142,19 +171,19 @@ def one_run(client: Any, spatials: Any, path: str) -> dict[str, Any]:
         )
         wall = time.perf_counter() - t0
     assert isinstance(manifest, dict)
-    n = len(spatials)
-    mb = 2**20
+    stream_end = next((t for t, _, _, streamed in mon.timeline if streamed), float("nan"))
     return {
         "n": n,
         "status": manifest["status"],
         "wall_s": wall,
         "rois_per_s": n / wall,
-        "start_client_mb": mon.start[0] / mb,
-        "start_workers_mb": mon.start[1] / mb,
-        "peak_client_mb": mon.client / mb,
-        "peak_workers_mb": mon.workers / mb,
-        "peak_total_mb": mon.total / mb,
-        "samples": mon.samples,
+        "stream_s": stream_end,
+        "start_client_mb": mon.start[0] / 2**20,
+        "start_workers_mb": mon.start[1] / 2**20,
+        "peak": mon.peaks("all"),
+        "peak_stream": mon.peaks("stream"),
+        "peak_final": mon.peaks("final"),
+        "samples": len(mon.timeline),
     }
 
 
@@ -181,7 +210,7 @@ def check_loaded(path: str, tiles: Any) -> dict[str, Any]:
         "lat_range": [float(np.nanmin(lat)), float(np.nanmax(lat))],
         "first_spatial": res.spatials[0],
     }
-    out["ok"] = out["n_items"] == n and out["all_ok"] and err < 1e-9
+    out["ok"] = bool(out["n_items"] == n and out["all_ok"] and err < 1e-9)
     return out
 
 
@@ -224,24 +253,44 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     s, b = res["small"], res["big"]
-    res["ratios"] = {
-        "peak_client_big/small": b["peak_client_mb"] / s["peak_client_mb"],
-        "peak_workers_big/small": b["peak_workers_mb"] / s["peak_workers_mb"],
-        "peak_total_big/small": b["peak_total_mb"] / s["peak_total_mb"],
-        "rois_big/small": b["n"] / s["n"],
-    }
+    res["ratios"] = {"rois_big/small": b["n"] / s["n"]}
+    for phase in ("peak", "peak_stream"):
+        for part in ("client", "workers", "total"):
+            res["ratios"][f"{phase}_{part}_big/small"] = b[phase][f"{part}_mb"] / s[phase][f"{part}_mb"]
     res["targets"] = {"peak_*_big/small": "<= 1.2 (flat memory)"}
     r = res["ratios"]
-    md = [
+
+    def row(label: str, v: dict[str, Any], phase: str) -> str:
+        p = v[phase]
+        return (
+            f"| {label} | {v['n']} | {v['wall_s']:.0f} | {v['rois_per_s']:.0f} | {p['client_mb']:.0f} | "
+            f"{p['workers_mb']:.0f} | {p['total_mb']:.0f} |"
+        )
+
+    def ratio_row(phase: str) -> str:
+        return (
+            f"| **ratio big/small** | {r['rois_big/small']:.1f}x | | | **{r[phase + '_client_big/small']:.3f}** | "
+            f"**{r[phase + '_workers_big/small']:.3f}** | **{r[phase + '_total_big/small']:.3f}** |"
+        )
+
+    head = [
         "| run | ROIs | wall s | ROIs/s | client+scheduler peak MB | workers peak MB | total peak MB |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *(
-            f"| {k} | {v['n']} | {v['wall_s']:.0f} | {v['rois_per_s']:.0f} | {v['peak_client_mb']:.0f} | "
-            f"{v['peak_workers_mb']:.0f} | {v['peak_total_mb']:.0f} |"
-            for k, v in (("small", s), ("big", b))
-        ),
-        f"| **ratio big/small** | {r['rois_big/small']:.1f}x | | | **{r['peak_client_big/small']:.3f}** | "
-        f"**{r['peak_workers_big/small']:.3f}** | **{r['peak_total_big/small']:.3f}** |",
+    ]
+    md = [
+        "Whole call (streaming and the final manifest):",
+        "",
+        *head,
+        row("small", s, "peak"),
+        row("big", b, "peak"),
+        ratio_row("peak"),
+        "",
+        "Streaming phase only (until the last chunk of the store is written):",
+        "",
+        *head,
+        row("small", s, "peak_stream"),
+        row("big", b, "peak_stream"),
+        ratio_row("peak_stream"),
         "",
         f"Loaded export: {res['loaded']['n_items']} items, all ok: {res['loaded']['all_ok']}, tile centres as "
         f"lon/lat (max error {res['loaded']['centre_max_abs_err_deg']:.1e} deg), embeddings "

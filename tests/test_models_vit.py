@@ -67,8 +67,8 @@ def test_registered_and_described_with_defaults():
         assert d["input_size"] == 224
         assert d["weights"]["env_var"].startswith("RS_EMBED_")
         assert get_model_class(name).input_size == 224
-    assert describe_model("remoteclip")["grid_dim"] == 512
-    assert get_model_class("remoteclip")({"grid_tokens": "width"}).describe()["grid_dim"] == 768
+    assert describe_model("remoteclip")["grid_dim"] == 768  # rs-embed's grid: the transformer width
+    assert get_model_class("remoteclip")({"grid_tokens": "projected"}).describe()["grid_dim"] == 512
     assert get_model_class("dofa")({"variant": "large"}).describe()["embedding_dim"] == 1024
     assert describe_model("dofa")["inputs"]["bands"] == [
         "B4",
