@@ -14,6 +14,7 @@ from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecEr
 from rs_embed_dask.export.batch import export_batch, export_npz
 from rs_embed_dask.export.load import load_export
 from rs_embed_dask.export.results import ExportResult, ModelResult
+from rs_embed_dask.regions import RegionTiles, read_spatials, tile_region
 from rs_embed_dask.registry import (
     describe_model,
     list_models,
@@ -50,8 +51,8 @@ __all__ = [
     "Embedding",
     "ExportConfig",
     "ExportLayout",
-    "ExportResult",
     "ExportModelRequest",
+    "ExportResult",
     "ExportTarget",
     "FetchSpec",
     "InputPrepSpec",
@@ -62,6 +63,7 @@ __all__ = [
     "PointBuffer",
     "ProviderError",
     "RSEmbedError",
+    "RegionTiles",
     "SensorSpec",
     "SpecError",
     "TemporalSpec",
@@ -72,9 +74,11 @@ __all__ = [
     "get_embedding",
     "get_embeddings_batch",
     "list_models",
-    "load_export",
     "list_providers",
+    "load_export",
+    "read_spatials",
     "register_model",
     "register_provider",
     "reset_runtime",
+    "tile_region",
 ]

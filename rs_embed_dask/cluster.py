@@ -106,8 +106,7 @@ def local_cluster(
                 "nthreads": io_threads + 2,  # +2 for write tasks beside the fetches
                 "resources": {"io": io_threads},
                 "memory_limit": memory_limit,
-                "env": dict(quiet),
-                **({"silence_logs": 30} if processes else {}),
+                **({"env": dict(quiet), "silence_logs": 30} if processes else {}),
             },
         }
     for i in range(n_inf):
@@ -115,8 +114,7 @@ def local_cluster(
             "nthreads": 1,
             "resources": {"gpu": 1},
             "memory_limit": memory_limit,
-            "env": dict(quiet),
-            **({"silence_logs": 30} if processes else {}),
+            **({"env": dict(quiet), "silence_logs": 30} if processes else {}),
         }
         if gpus and processes:
             opts["env"]["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]

@@ -163,7 +163,7 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
 
     # a streamed request's fingerprint cannot cover its ROIs: never short-circuit it (its
     # finished chunks are still skipped, ROI by ROI, when the working store remains)
-    if plan.layout == ExportLayout.COMBINED and plan.config.resume and plan.n_items is not None:
+    if plan.layout == ExportLayout.COMBINED and plan.config.resume and plan.spatials_in_fingerprint:
         done = _combined_already_done(plan)
         if done is not None:
             return done
@@ -316,7 +316,7 @@ def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: list[An
     A listed request's fingerprint covers its spatials; a streamed one's cannot
     (``"spatials": "streamed"``), so its chunks are checked one by one on resume.
     """
-    if plan.n_items is not None:
+    if plan.spatials_in_fingerprint:
         return True
     import json
 

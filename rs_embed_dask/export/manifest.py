@@ -163,7 +163,7 @@ def combined_manifest(
     n_items: int,
     temporal: Any,
     output: Any,
-    spatials: list[dict[str, Any]],
+    spatials: list[dict[str, Any]] | dict[str, Any],
     fingerprint: str,
     prefetch: dict[str, Any],
     manifest_path: str | None,

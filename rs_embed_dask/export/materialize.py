@@ -78,6 +78,89 @@ def _inputs(store_path: str, plan: Any, n: int, arrays: dict[str, Any]) -> dict[
     return refs
 
 
+def _failures(store_path: str, group: str, n: int, block: int = 65536) -> tuple[int, dict[str, str], list[int]]:
+    """Items done, and the failed items' errors, read in blocks of the status column."""
+    import zarr
+
+    status = zarr.open_array(os.path.join(store_path, *group.split("/"), "status"), mode="r")
+    err_path = os.path.join(store_path, *group.split("/"), "error")
+    errors = zarr.open_array(err_path, mode="r") if os.path.exists(os.path.join(err_path, "zarr.json")) else None
+    n_ok, failed, errs = 0, [], {}
+    for s0 in range(0, n, block):
+        col = np.asarray(status[s0 : min(n, s0 + block)])
+        good = np.isin(col, (st.OK, st.OK_RAGGED))
+        n_ok += int(good.sum())
+        for j in np.flatnonzero(~good):
+            i = s0 + int(j)
+            failed.append(i)
+            errs[str(i)] = (str(errors[i]) if errors is not None else "") or "not computed"
+    return n_ok, errs, failed
+
+
+def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The store is the export: a manifest that points into it, built without per-item lists.
+
+    Per-item spatials and metadata stay in the store's ``spatials`` and
+    ``models/<m>/meta`` arrays (``load_export`` reads them lazily), so
+    finishing an export of millions of ROIs keeps the client's memory flat.
+    """
+    from rs_embed_dask.export.writers import write_json
+
+    cfg = plan.config
+    entries: list[dict[str, Any]] = []
+    statics = {m["name"]: m for m in attrs.get("models", [])}
+    for m in plan.models:
+        mkey = sanitize_key(m.name)
+        group = f"models/{mkey}"
+        key = plan.input_key_of(m.name)
+        entry: dict[str, Any] = {
+            "model": m.name,
+            "sensor": jsonable(m.sensor),
+            "status": "ok",
+            "describe": statics.get(m.name, {}).get("describe", {}),
+            "inputs": {"zarr_array": f"inputs/{key}/data"} if key and cfg.save_inputs else None,
+            "embeddings": None,
+            "metas": None,
+        }
+        if cfg.save_embeddings and f"{group}/status" in root:
+            n_ok, errs, failed = _failures(store_path, group, n)
+            entry["embeddings"] = {"zarr_array": f"{group}/embeddings"} if n_ok else None
+            entry["metas"] = {"zarr_array": f"{group}/meta"}
+            entry["status"] = "ok" if not failed else ("failed" if n_ok == 0 else "partial")
+            if failed:
+                entry["failed_indices"] = failed
+                entry["errors_by_index"] = errs
+                if n_ok == 0:
+                    entry["error"] = errs[str(failed[0])]
+        elif cfg.save_embeddings:
+            entry["status"] = "failed" if n else "ok"
+        entries.append(entry)
+    prefetch = {k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()}
+    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
+    manifest_path = stem + ".json" if cfg.save_manifest else None
+    arrays = sorted(f"{g}/{name}" for g in ("models", "inputs") if g in root for name, _ in root[g].groups())
+    man = combined_manifest(
+        created_at=attrs.get("created_at") or utc_timestamp(),
+        backend=plan.backend,
+        device=plan.device,
+        model_entries=entries,
+        n_items=n,
+        temporal=plan.temporal,
+        output=plan.output,
+        spatials={"zarr_array": "spatials"},
+        fingerprint=plan.fingerprint,
+        prefetch=prefetch,
+        manifest_path=manifest_path,
+        array_path=plan.out_file,
+        array_keys=arrays,
+        fmt="zarr",
+    )
+    root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable(man)}
+    if manifest_path is not None:
+        write_json(manifest_path, man)
+    return man
+
+
 def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     """Write the combined export's files from the working store and return its manifest."""
     from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
@@ -87,6 +170,8 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     attrs = dict(root.attrs).get("rs_embed_dask", {})
     if plan.n_items is None:
         st.resize_items(store_path, n)
+    if plan.fmt == "zarr":
+        return _finalize_zarr(plan, store_path, n, root, attrs)
     spatials = [json.loads(s) for s in _col(store_path, "spatials", n)]
     arrays: dict[str, Any] = {}
     input_refs = _inputs(store_path, plan, n, arrays)
@@ -154,12 +239,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         array_keys=list(arrays),
         fmt=plan.fmt,
     )
-    if plan.fmt == "zarr":
-        man["zarr_arrays"] = sorted(
-            f"{g}/{name}" for g in ("models", "inputs") if g in root for name, _ in root[g].groups()
-        )
-        root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable({**man, "models": [{k: v for k, v in e.items() if k != "metas"} for e in entries]})}
-    elif plan.fmt == "netcdf":
+    if plan.fmt == "netcdf":
         write_netcdf(
             plan.out_file,
             arrays,
@@ -169,6 +249,5 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         write_npz(plan.out_file, arrays)
     if manifest_path is not None:
         write_json(manifest_path, man)
-    if plan.fmt != "zarr":
-        shutil.rmtree(store_path, ignore_errors=True)
+    shutil.rmtree(store_path, ignore_errors=True)
     return man

@@ -61,6 +61,11 @@ class ExportPlan:
     fingerprint: str = ""
     plugins: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spatials_in_fingerprint(self) -> bool:
+        """Whether the request fingerprint covers the ROIs (a list does; a stream, even a sized one, does not)."""
+        return isinstance(self.spatials, list)
+
     def input_key_of(self, model_name: str) -> str | None:
         """The input key a model reads (``None`` for precomputed products)."""
         for spec in self.inputs.values():
