@@ -51,6 +51,22 @@ def _visible_gpus() -> list[str]:
         return []
 
 
+def _cpu_split(n_inf: int, inference_threads: int | None) -> tuple[list[list[int]], list[int]]:
+    """Cores of each CPU stand-in inference worker and the cores left to the IO workers.
+
+    Inference workers get ``inference_threads`` cores each (default: half the
+    machine shared among them), the IO workers the rest; ``([], [])`` when the
+    machine is too small to split or cannot pin processes.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return [], []
+    cores = sorted(os.sched_getaffinity(0))
+    per = int(inference_threads) if inference_threads else max(1, len(cores) // 2 // max(1, n_inf))
+    if per * n_inf >= len(cores):
+        return [], []
+    return [cores[i * per : (i + 1) * per] for i in range(n_inf)], cores[per * n_inf :]
+
+
 def local_cluster(
     *,
     io_workers: int = 1,
@@ -82,10 +98,12 @@ def local_cluster(
     verbose : bool, default True
         Print the dashboard link.
     inference_threads : int, optional
-        torch threads of each inference worker that runs on the CPU (no GPU
-        visible); default: the machine's cores shared among the inference
-        workers.  Dask starts workers with ``OMP_NUM_THREADS=1``; the
-        inference task is the one that should use the cores.
+        Cores (and torch threads) of each inference worker that runs on the
+        CPU (no GPU visible); default: half the machine's cores shared among
+        the inference workers.  On Linux those cores are the worker's own and
+        the IO workers are pinned to the others, as a GPU worker has its
+        device to itself (Dask starts workers with ``OMP_NUM_THREADS=1``; the
+        inference task is the one that should use its cores).
 
     Returns
     -------
@@ -99,6 +117,7 @@ def local_cluster(
     workers: dict[str, Any] = {}
     # worker processes log at WARNING unless the user configured otherwise
     quiet = {"DASK_LOGGING__DISTRIBUTED": os.environ.get("DASK_LOGGING__DISTRIBUTED", "warning")}
+    inf_cores, io_cores = _cpu_split(n_inf, inference_threads) if processes and not gpus else ([], [])
     for i in range(io_workers):
         workers[f"io-{i}"] = {
             "cls": cls,
@@ -109,6 +128,9 @@ def local_cluster(
                 **({"env": dict(quiet), "silence_logs": 30} if processes else {}),
             },
         }
+        if io_cores:
+            workers[f"io-{i}"]["options"]["env"]["RS_EMBED_CPU_AFFINITY"] = ",".join(map(str, io_cores))
+            workers[f"io-{i}"]["options"]["preload"] = ["rs_embed_dask.worker_setup"]
     for i in range(n_inf):
         opts: dict[str, Any] = {
             "nthreads": 1,
@@ -119,8 +141,11 @@ def local_cluster(
         if gpus and processes:
             opts["env"]["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         elif processes:
-            threads = inference_threads or max(1, (os.cpu_count() or 1) // n_inf)
+            threads = len(inf_cores[i]) if inf_cores else (inference_threads or max(1, (os.cpu_count() or 1) // n_inf))
             opts["env"]["RS_EMBED_TORCH_THREADS"] = str(int(threads))
+            if inf_cores:
+                opts["env"]["RS_EMBED_CPU_AFFINITY"] = ",".join(map(str, inf_cores[i]))
+                opts["preload"] = ["rs_embed_dask.worker_setup"]
         workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
     scheduler = {
         "cls": Scheduler,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -13,7 +14,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from fake_ee import MAX_BYTES, FakeEarthEngine  # noqa: E402
+from fake_ee import MAX_BYTES, FakeEarthEngine, FakeEEWorkerPlugin  # noqa: E402
 
 from rs_embed_dask import BBox, OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
 from rs_embed_dask.errors import ModelError  # noqa: E402
@@ -140,3 +141,53 @@ def test_scale_from_sensor(fake):
     emb = GSEAnnualEmbedder().embed_spatials([ROI], temporal=Y2023, output=OutputSpec.grid(), sensor=sensor)[0]
     assert emb.data.shape == (64, *grid_window(ROI, 30).shape)
     assert fake.requests[-1]["grid"]["affineTransform"]["scaleX"] == 30.0
+
+
+# -- on a cluster ---------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_export_holds_the_gee_cap_across_worker_processes(tmp_path, monkeypatch):
+    """gse reads through the gee provider: an export shares its cluster-wide cap (here 2).
+
+    Six chunks of two ROIs can run on six worker threads in two processes, so
+    without the cap up to six computePixels calls would be in flight at once.
+    """
+    from datetime import date
+
+    from distributed import Client, LocalCluster
+
+    from rs_embed_dask import ExportTarget, export_batch, load_export
+    from rs_embed_dask.models.precomputed import nan_pool
+
+    assert GSEAnnualEmbedder.provider == "gee"
+    monkeypatch.setenv("EE_PROJECT", "cluster-project")  # inherited by the worker processes
+    state = tmp_path / "state"
+    state.mkdir()
+    rois = [PointBuffer(10.0 + 0.01 * i, 45.0, 60) for i in range(12)]
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=3, processes=True, dashboard_address=":0") as lc,
+        Client(lc, set_as_default=False) as client,
+    ):
+        client.register_plugin(FakeEEWorkerPlugin(state_dir=str(state), latency_s=0.3))
+        manifest = export_batch(
+            spatials=rois, temporal=Y2023, models=["gse"], target=ExportTarget.combined(str(tmp_path / "gse.npz")),
+            client=client, provider_options={"max_concurrency": 2}, chunk_size=2, show_progress=False,
+        )  # fmt: skip
+        pids = set(client.run(os.getpid).values())
+    assert manifest["status"] == "ok", manifest
+    st = FakeEarthEngine.shared_state(str(state))
+    assert st["calls"] == len(rois)
+    assert st["active"] == 0
+    assert st["max"] == 2  # reached (the reads overlap) and never exceeded
+    with open(state / "requests.jsonl", encoding="utf-8") as f:
+        req_pids = {json.loads(line)["pid"] for line in f}
+    assert req_pids <= pids
+    assert os.getpid() not in req_pids
+    # what was written is the product on each ROI's window, pooled
+    got = np.asarray(load_export(str(tmp_path / "gse.npz")).embedding("gse"))
+    dates = (date(2023, 1, 1), date(2024, 1, 1))
+    want = np.stack([
+        nan_pool(FakeEarthEngine().values(GSE_ANNUAL, list(GSE_BANDS), grid_window(r, 10), dates).astype(np.float32), "mean")
+        for r in rois
+    ])  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-6)

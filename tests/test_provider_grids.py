@@ -7,14 +7,22 @@ however the ROI's edges fall on the lattice.  Providers whose data are
 written from the synthetic world (``local``: GeoTIFFs, ``stac``: a static
 catalogue of COGs) must also give the synthetic world's pixels exactly: the
 world is a pure function of the pixel centre, and nearest resampling from
-10 m onto the 30 m lattice picks the 10 m pixel with the same centre.
+10 m onto the 30 m lattice picks the 10 m pixel with the same centre.  The
+``gee`` provider talks to the fake Earth Engine boundary (``tests/fake_ee.py``),
+which renders the same world on the grid of each computePixels request: its
+pixels are compared too, and so is the grid the request sent.
 
-A provider joins with a factory in ``GRID_FACTORIES``: ``factory(root, rois)
--> (provider options, sensor)`` preparing data that cover every ROI.
+A provider joins with a factory in ``GRID_FACTORIES``: ``factory(root, rois,
+monkeypatch) -> (provider options, sensor, sent)`` preparing data that cover
+every ROI; ``sent`` is the list the network boundary records its requests in
+(each with the ``grid`` it asked for), or ``None`` for providers without one.
+``monkeypatch`` is undone after that provider's tests.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +33,7 @@ import pytest
 
 from rs_embed_dask.errors import ProviderError
 from rs_embed_dask.geometry import GridWindow, grid_window
+from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers.synthetic import S2_BANDS, SyntheticProvider
 from rs_embed_dask.registry import list_providers
 from rs_embed_dask.resolve import (
@@ -60,11 +69,15 @@ def _world(window: GridWindow, bands: Sequence[str] = BANDS) -> np.ndarray:
     return SyntheticProvider().render(window, None, [S2_BANDS.index(b) for b in bands])
 
 
-def synthetic_factory(root: Path, rois: Sequence[Any]) -> tuple[dict[str, Any], SensorSpec]:
-    return {}, SensorSpec("COPERNICUS/S2_SR_HARMONIZED", BANDS)
+#: (provider options, sensor, the requests the network boundary records or None)
+FactoryResult = tuple[dict[str, Any], SensorSpec, list[Any] | None]
 
 
-def local_factory(root: Path, rois: Sequence[Any]) -> tuple[dict[str, Any], SensorSpec]:
+def synthetic_factory(root: Path, rois: Sequence[Any], monkeypatch: pytest.MonkeyPatch) -> FactoryResult:
+    return {}, SensorSpec("COPERNICUS/S2_SR_HARMONIZED", BANDS), None
+
+
+def local_factory(root: Path, rois: Sequence[Any], monkeypatch: pytest.MonkeyPatch) -> FactoryResult:
     import rasterio
 
     folder = root / "local_tiles"
@@ -77,42 +90,61 @@ def local_factory(root: Path, rois: Sequence[Any]) -> tuple[dict[str, Any], Sens
         ) as dst:  # fmt: skip
             dst.write(np.round(_world(w)))
             dst.descriptions = BANDS
-    return {"path": str(folder)}, SensorSpec("local", BANDS)
+    return {"path": str(folder)}, SensorSpec("local", BANDS), None
 
 
-def stac_factory(root: Path, rois: Sequence[Any]) -> tuple[dict[str, Any], SensorSpec]:
+def stac_factory(root: Path, rois: Sequence[Any], monkeypatch: pytest.MonkeyPatch) -> FactoryResult:
     pytest.importorskip("odc.stac")
     from stac_catalog import Scene, build_catalog
 
     scenes = [Scene(f"roi{i}", "2022-07-01", _cover(roi)) for i, roi in enumerate(rois)]
     catalog = build_catalog(root / "stac", scenes, bands=BANDS)
-    return {"catalog_url": catalog}, SensorSpec("stac:sentinel-2-l2a", BANDS)
+    return {"catalog_url": catalog}, SensorSpec("stac:sentinel-2-l2a", BANDS), None
 
 
-#: provider name -> data factory.  The ``gee`` provider joins here with a factory that
-#: installs the fake Earth Engine boundary and returns its options and sensor.
-GRID_FACTORIES: dict[str, Callable[[Path, Sequence[Any]], tuple[dict[str, Any], SensorSpec]]] = {
+def gee_factory(root: Path, rois: Sequence[Any], monkeypatch: pytest.MonkeyPatch) -> FactoryResult:
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from fake_ee import FakeEarthEngine
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    fake = FakeEarthEngine().install(monkeypatch)  # the synthetic world, served on any grid
+    options = {"project": "grid-project", "retry_backoff_s": 0.0}
+    return options, SensorSpec("COPERNICUS/S2_SR_HARMONIZED", BANDS), fake.requests
+
+
+#: provider name -> data factory
+GRID_FACTORIES: dict[str, Callable[[Path, Sequence[Any], pytest.MonkeyPatch], FactoryResult]] = {
     "synthetic": synthetic_factory,
     "local": local_factory,
     "stac": stac_factory,
+    "gee": gee_factory,
 }
 #: providers whose data are the synthetic world (pixels compared exactly)
-WORLD_PROVIDERS = ("synthetic", "local", "stac")
+WORLD_PROVIDERS = ("synthetic", "local", "stac", "gee")
+#: providers that render the world per request, composited over the request's dates
+RENDERING_PROVIDERS = ("synthetic", "gee")
 
 
 @pytest.fixture(scope="module", params=sorted(GRID_FACTORIES))
 def provider_and_sensor(request, tmp_path_factory):
     name = request.param
-    options, sensor = GRID_FACTORIES[name](tmp_path_factory.mktemp(f"grid_{name}"), list(GRID_ROIS.values()))
-    yield name, get_provider(name, options), sensor
-    reset_runtime()
+    with pytest.MonkeyPatch.context() as mp:
+        options, sensor, sent = GRID_FACTORIES[name](
+            tmp_path_factory.mktemp(f"grid_{name}"), list(GRID_ROIS.values()), mp
+        )
+        yield name, get_provider(name, options), sensor, sent
+        reset_runtime()
+    ee_session.reset_session()  # a session the fake Earth Engine started is gone with it
 
 
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("roi_id", sorted(GRID_ROIS))
 def test_every_provider_is_on_the_common_grid(provider_and_sensor, roi_id, scale):
-    name, provider, sensor = provider_and_sensor
+    name, provider, sensor, sent = provider_and_sensor
     roi = GRID_ROIS[roi_id]
+    n_sent = len(sent) if sent is not None else 0
     res = provider.fetch(roi, SUMMER, replace(sensor, scale_m=scale))
     window = grid_window(roi, scale)
     assert res.meta["grid"] == window.to_dict()
@@ -120,8 +152,19 @@ def test_every_provider_is_on_the_common_grid(provider_and_sensor, roi_id, scale
     assert res.meta["grid"]["transform"][:1] == [float(scale)]
     assert res.data.shape == (len(sensor.bands), *window.shape)
     assert res.meta["provider"] == name
+    if sent is not None:  # what went over the network asked for exactly this grid, in one request
+        (req,) = sent[n_sent:]
+        a, b, c, d, e, f = window.transform_tuple
+        assert req["grid"] == {
+            "crsCode": "EPSG:3857",
+            "affineTransform": {
+                "scaleX": a, "shearX": b, "translateX": c, "shearY": d, "scaleY": e, "translateY": f,
+            },
+            "dimensions": {"width": window.width, "height": window.height},
+        }  # fmt: skip
+        assert [c, f] == [window.col_off * scale, -window.row_off * scale]
     if name in WORLD_PROVIDERS:
-        if name == "synthetic":
+        if name in RENDERING_PROVIDERS:
             want = SyntheticProvider().render(window, SUMMER.date_range(), [S2_BANDS.index(b) for b in BANDS])
         else:
             want = np.round(_world(window))

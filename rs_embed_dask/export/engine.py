@@ -67,6 +67,13 @@ def _static_models(plan: ExportPlan) -> list[dict[str, Any]]:
     return out
 
 
+def _product_provider(model: Any) -> str | None:
+    """The provider a precomputed product reads through (``PrecomputedEmbedder.provider``)."""
+    from rs_embed_dask.registry import get_model_class
+
+    return getattr(get_model_class(model.canonical), "provider", None)
+
+
 class _Submitter:
     """Submits the tasks of one chunk with the right resources and caps."""
 
@@ -95,6 +102,19 @@ class _Submitter:
             if pmax is not None:
                 cap = min(cap, int(pmax))
                 self.semaphores[backend] = (f"rs-embed-dask-provider-{backend}", int(pmax))
+        # precomputed products that read through a provider (gse: Earth Engine) take the same
+        # semaphore in their infer tasks, one ROI per lease (model name -> (name, max_leases))
+        self.infer_semaphores: dict[str, tuple[str, int]] = {}
+        for m in plan.models:
+            via = _product_provider(m) if m.is_precomputed else None
+            if via is None:
+                continue
+            if via not in self.semaphores:
+                pmax = get_provider_class(via).concurrency_limit(plan.provider_options)
+                if pmax is None:
+                    continue
+                self.semaphores[via] = (f"rs-embed-dask-provider-{via}", int(pmax))
+            self.infer_semaphores[m.name] = self.semaphores[via]
         self.threads = max(1, min(cfg.effective_chunk_size, cap))
         self.fetch_slots = max(1, cap // self.threads)
         self.max_in_flight = self.fetch_slots + 2 * n_gpu + 2
@@ -149,6 +169,7 @@ class _Submitter:
                 continue_on_error=cfg.continue_on_error,
                 plugins=plan.plugins,
                 name_model_in_errors=plan.layout != ExportLayout.COMBINED,
+                semaphore=self.infer_semaphores.get(m.name),
                 # precomputed products read files or services and need no GPU: io workers
                 resources=self.io if m.is_precomputed else self.gpu,
                 key=self._key("infer", start, m.name),
@@ -275,6 +296,7 @@ def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
             max_retries=cfg.max_retries,
             backoff_s=cfg.retry_backoff_s,
             key=sub._key("write", start),
+            resources=sub.io,  # IO work: never on the inference workers, which hold the model's cores
             pure=False,
         )
 
@@ -437,6 +459,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
             max_retries=cfg.max_retries,
             backoff_s=cfg.retry_backoff_s,
             key=sub._key("write", start),
+            resources=sub.io,  # IO work: never on the inference workers, which hold the model's cores
             pure=False,
         )
 

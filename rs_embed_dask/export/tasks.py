@@ -159,14 +159,23 @@ def infer_chunk(
     continue_on_error: bool,
     plugins: dict[str, Any] | None = None,
     name_model_in_errors: bool = True,
+    semaphore: Any = None,
 ) -> ChunkEmbeddings:
     """Embed a chunk with the worker-resident model; per-item errors with ``continue_on_error``.
 
     A ROI whose fetch failed gets rs-embed's "Prefetch previously failed"
     error, which names the model in per-item exports only
     (``name_model_in_errors``), as upstream's two writers do.
+
+    ``semaphore`` is ``(name, max_leases)`` of the cluster-wide cap of the provider a
+    precomputed product reads through (``PrecomputedEmbedder.provider``), or ``None``:
+    each ROI is then read under one lease, released between retries.  This task
+    holds no other lease (the provider fetches of on-the-fly models are other tasks),
+    so leases of one semaphore never nest here.
     """
     ensure_plugins(plugins or {})
+    if isinstance(semaphore, tuple):
+        semaphore = process_semaphore(*semaphore)
     n = len(spatials)
     data: list[np.ndarray | None] = [None] * n
     meta: list[dict[str, Any] | None] = [None] * n
@@ -187,13 +196,19 @@ def infer_chunk(
     def run(idx: list[int]) -> list[Any]:
         if model.is_precomputed:
             emb = get_embedder(model.canonical, model.config_dict, device)
-            return run_with_retry(
-                lambda: emb.embed_spatials(
-                    [spatials[i] for i in idx], temporal=temporal, output=output, sensor=model.sensor
-                ),
-                retries=max_retries,
-                backoff_s=backoff_s,
-            )
+
+            def read(items: list[int]) -> list[Any]:
+                def call() -> list[Any]:
+                    with semaphore if semaphore is not None else _NullLease():
+                        return emb.embed_spatials(
+                            [spatials[i] for i in items], temporal=temporal, output=output, sensor=model.sensor
+                        )
+
+                return run_with_retry(call, retries=max_retries, backoff_s=backoff_s)
+
+            if semaphore is None:
+                return read(idx)
+            return [e for i in idx for e in read([i])]
         assert inputs is not None
         contexts = [
             {"spatial": spatials[i], "temporal": temporal, "sensor": model.sensor, "fetch_meta": inputs.meta[i]}

@@ -54,6 +54,7 @@ class GSEAnnualEmbedder(PrecomputedEmbedder):
     default_year = None
     resampling = "Earth Engine default (nearest) reprojection to the request grid"
     backends = ("auto", "gee")
+    provider = "gee"  # exports hold the gee provider's cluster-wide cap around each read
 
     def describe_extra(self) -> dict[str, Any]:
         """Access, bands and the temporal rule."""

@@ -93,6 +93,13 @@ class PrecomputedEmbedder(Embedder):
         Warn when :attr:`default_year` is used.
     resampling : str
         How native pixels reach the common grid (stated in ``describe()``).
+    provider : str or None
+        Registered provider the product's reads go through (``gse``: ``"gee"``),
+        whose cluster-wide request cap
+        (:meth:`rs_embed_dask.providers.base.Provider.concurrency_limit`) an
+        export applies to them; ``None`` for products read from files or
+        services without a cap.  Such a product makes its requests for one ROI
+        one at a time: an export holds one lease of the cap per ROI.
     """
 
     model_type = "precomputed"
@@ -108,6 +115,7 @@ class PrecomputedEmbedder(Embedder):
     default_year: ClassVar[int | None] = None
     warn_default_year: ClassVar[bool] = False
     resampling: ClassVar[str] = "nearest"
+    provider: ClassVar[str | None] = None
     #: Backends the product accepts (rs-embed: ``["auto"]`` for file-based products).
     backends: ClassVar[tuple[str, ...]] = ("auto",)
 
