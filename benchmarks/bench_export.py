@@ -20,13 +20,10 @@ Writes benchmarks/results/export_bench.json and export_bench.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -37,6 +34,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # workers inherit sys.path (spawn), so benchmarks._vits unpickles there
 
 from benchmarks import _vits  # noqa: E402
+from benchmarks._common import PeakRSS, write_results  # noqa: E402
 from rs_embed_dask import (  # noqa: E402
     ExportConfig,
     ExportTarget,
@@ -49,7 +47,6 @@ from rs_embed_dask.cluster import local_cluster  # noqa: E402
 
 LATENCY_S = 0.2
 TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 def rois(n: int, offset: int = 0) -> list[PointBuffer]:
@@ -58,43 +55,6 @@ def rois(n: int, offset: int = 0) -> list[PointBuffer]:
     for i in range(offset, offset + n):
         out.append(PointBuffer(10.0 + 0.02 * (i % 200), 45.0 + 0.02 * (i // 200), 640))
     return out
-
-
-class PeakRSS:
-    """Sample the summed RSS of this process and all its descendants every ``interval`` s."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> int:
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            with contextlib.suppress(Exception):
-                total += p.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.start_rss = self.sample()
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.sample())
 
 
 def task_stream_summary(ts: list[dict[str, Any]], wall: float) -> dict[str, Any]:
@@ -224,8 +184,8 @@ def bench_memory_runs(n_small: int, n_big: int, tmp: str, chunk_size: int) -> di
                 for p in (path, path + ".work.zarr"):
                     if os.path.isdir(p):
                         shutil.rmtree(p, ignore_errors=True)
-                return {"n": n, "wall_s": wall, "rois_per_s": n / wall, "start_rss_mb": mon.start_rss / 2**20,
-                        "peak_rss_mb": mon.peak / 2**20, "samples": mon.samples}  # fmt: skip
+                return {"n": n, "wall_s": wall, "rois_per_s": n / wall, "start_rss_mb": sum(mon.start) / 2**20,
+                        "peak_rss_mb": mon.peaks()["total_mb"], "samples": len(mon.timeline)}  # fmt: skip
 
             one(64, "warm")
             out["small"] = one(n_small, "small")
@@ -334,12 +294,8 @@ def main() -> None:
     text = "\n".join(md)
     print()
     print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    with open(os.path.join(RESULTS, f"export_bench{suffix}.json"), "w") as f:
-        json.dump(res, f, indent=2, default=str)
-    with open(os.path.join(RESULTS, f"export_bench{suffix}.md"), "w") as f:
-        f.write("# export benchmark\n\n`.venv/bin/python benchmarks/bench_export.py" + (" --quick" if args.quick else "") + "`\n\n" + text + "\n")
+    command = "benchmarks/bench_export.py" + (" --quick" if args.quick else "")
+    write_results("export_bench", args.quick, res, f"# export benchmark\n\n`.venv/bin/python {command}`\n\n{text}\n")
 
 
 if __name__ == "__main__":

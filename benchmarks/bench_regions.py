@@ -22,14 +22,11 @@ Writes benchmarks/results/regions_bench[_quick].json and .md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
-import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks._common import PeakRSS, write_results  # noqa: E402
 from rs_embed_dask import (  # noqa: E402
     BBox,
     ExportConfig,
@@ -54,7 +52,6 @@ from rs_embed_dask.cluster import local_cluster  # noqa: E402
 from rs_embed_dask.geometry import mercator_to_lonlat  # noqa: E402
 from rs_embed_dask.regions import RegionTiles, tile_region  # noqa: E402
 
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
 SCALE_M, TILE_M, FEATURES, CHUNK = 320, 2560, 16, 1000
 # lower-left corner of the box in EPSG:3857 metres (about 9.0 E, 40.9 N)
@@ -78,69 +75,6 @@ class Head:
 
     def __iter__(self) -> Iterator[BBox]:
         return itertools.islice(iter(self.tiles), self.n)
-
-
-class PeakRSS:
-    """RSS of this process (client + scheduler) and, summed, of its child processes (workers).
-
-    Samples every ``interval`` s and, when ``done`` is given, notes the first
-    sample at which ``done()`` is true: the peaks before it are those of the
-    streaming phase, the ones after it those of the final manifest.
-    """
-
-    def __init__(self, interval: float = 0.25, done: Any = None) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.done = done
-        self.timeline: list[tuple[float, int, int, bool]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> tuple[int, int]:
-        client = self.proc.memory_info().rss
-        workers = 0
-        for p in self.proc.children(recursive=True):
-            with contextlib.suppress(Exception):  # a process that just exited
-                workers += p.memory_info().rss
-        return client, workers
-
-    def _update(self) -> None:
-        c, w = self.sample()
-        streamed = bool(self.timeline and self.timeline[-1][3])
-        if not streamed and self.done is not None:
-            with contextlib.suppress(Exception):  # the store may not exist yet
-                streamed = bool(self.done())
-        self.timeline.append((time.perf_counter() - self.t0, c, w, streamed))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._update()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.t0 = time.perf_counter()
-        self.start = self.sample()
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self._update()
-
-    def peaks(self, phase: str = "all") -> dict[str, float]:
-        """Peak client, workers and total RSS in MB over ``phase`` ("all", "stream", "final")."""
-        rows = [r for r in self.timeline if phase == "all" or r[3] == (phase == "final")]
-        mb = 2**20
-        if not rows:
-            return {"client_mb": float("nan"), "workers_mb": float("nan"), "total_mb": float("nan")}
-        return {
-            "client_mb": max(r[1] for r in rows) / mb,
-            "workers_mb": max(r[2] for r in rows) / mb,
-            "total_mb": max(r[1] + r[2] for r in rows) / mb,
-        }
 
 
 def _last_chunk_written(path: str, n: int) -> Any:
@@ -277,21 +211,13 @@ def main() -> None:
         "| run | ROIs | wall s | ROIs/s | client+scheduler peak MB | workers peak MB | total peak MB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def table(title: str, phase: str) -> list[str]:
+        return [title, "", *head, row("small", s, phase), row("big", b, phase), ratio_row(phase), ""]
+
     md = [
-        "Whole call (streaming and the final manifest):",
-        "",
-        *head,
-        row("small", s, "peak"),
-        row("big", b, "peak"),
-        ratio_row("peak"),
-        "",
-        "Streaming phase only (until the last chunk of the store is written):",
-        "",
-        *head,
-        row("small", s, "peak_stream"),
-        row("big", b, "peak_stream"),
-        ratio_row("peak_stream"),
-        "",
+        *table("Whole call (streaming and the final manifest):", "peak"),
+        *table("Streaming phase only (until the last chunk of the store is written):", "peak_stream"),
         f"Loaded export: {res['loaded']['n_items']} items, all ok: {res['loaded']['all_ok']}, tile centres as "
         f"lon/lat (max error {res['loaded']['centre_max_abs_err_deg']:.1e} deg), embeddings "
         f"{tuple(res['loaded']['embedding_shape'])}; check {'passed' if res['loaded']['ok'] else 'FAILED'}.",
@@ -299,19 +225,17 @@ def main() -> None:
     text = "\n".join(md)
     print()
     print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    with open(os.path.join(RESULTS, f"regions_bench{suffix}.json"), "w") as f:
-        json.dump(res, f, indent=2, default=str)
     w = res["workload"]
-    with open(os.path.join(RESULTS, f"regions_bench{suffix}.md"), "w") as f:
-        f.write(
-            f"# region tiling benchmark\n\n`.venv/bin/python {res['command']}`\n\n"
-            f"{w['tiles_in_region']} tiles of {TILE_M} m ({w['tile_px']} x {w['tile_px']} px at {SCALE_M} m) "
-            f"from `tile_region` over a {w['region']}, streamed through `export_batch` ({w['model']}, "
-            f"{w['format']}, chunks of {CHUNK}, {w['provider']}) on {w['cluster']}. Peak RSS sampled every "
-            f"0.25 s with psutil.\n\n{text}\n"
-        )
+    write_results(
+        "regions_bench",
+        args.quick,
+        res,
+        f"# region tiling benchmark\n\n`.venv/bin/python {res['command']}`\n\n"
+        f"{w['tiles_in_region']} tiles of {TILE_M} m ({w['tile_px']} x {w['tile_px']} px at {SCALE_M} m) "
+        f"from `tile_region` over a {w['region']}, streamed through `export_batch` ({w['model']}, "
+        f"{w['format']}, chunks of {CHUNK}, {w['provider']}) on {w['cluster']}. Peak RSS sampled every "
+        f"0.25 s with psutil.\n\n{text}\n",
+    )
     if not res["loaded"]["ok"]:
         raise SystemExit("the loaded export does not match the tiles")
 

@@ -23,12 +23,13 @@ concurrent computePixels calls are counted, across processes when
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
@@ -400,6 +401,12 @@ class FakeEarthEngine:
         with open(os.path.join(state_dir, "active.json"), encoding="utf-8") as f:
             return json.load(f)
 
+    @staticmethod
+    def request_pids(state_dir: str) -> set[int]:
+        """The process ids that sent the computePixels calls logged in ``state_dir``."""
+        with open(os.path.join(state_dir, "requests.jsonl"), encoding="utf-8") as f:
+            return {json.loads(line)["pid"] for line in f}
+
     # -- endpoints -----------------------------------------------------------------------------
     def _n_scenes(self, coll: Coll) -> int:
         if self.empty is not None and self.empty(coll.summary()):
@@ -536,3 +543,18 @@ class FakeEEWorkerPlugin(_plugin_base()):  # type: ignore[misc]
         if self.fake is not None:
             self.fake.uninstall()
 
+
+@contextlib.contextmanager
+def fake_ee_cluster(state_dir: str, *, threads_per_worker: int, latency_s: float) -> Iterator[Any]:
+    """A client of two worker processes sharing one fake Earth Engine, counted in ``state_dir`` (created)."""
+    from distributed import Client, LocalCluster
+
+    os.mkdir(state_dir)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0"
+        ) as lc,
+        Client(lc, set_as_default=False) as client,
+    ):
+        client.register_plugin(FakeEEWorkerPlugin(state_dir=state_dir, latency_s=latency_s))
+        yield client

@@ -38,6 +38,7 @@ if TESTS_DIR not in sys.path:  # e.g. pytest --import-mode=importlib
     sys.path.insert(0, TESTS_DIR)
 
 import _engine_plugins as plug  # noqa: E402
+from _clusters import local_client  # noqa: E402
 
 from rs_embed_dask import (  # noqa: E402
     ExportConfig,
@@ -158,21 +159,13 @@ def load_log(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def client(load_log: str) -> Iterator[Any]:
-    from distributed import Client
-
-    from rs_embed_dask.cluster import local_cluster
-
     plug.register()
     old = os.environ.get(plug.LOAD_LOG_ENV)
     os.environ[plug.LOAD_LOG_ENV] = load_log  # inherited by the worker processes
-    cluster = local_cluster(io_threads=4, inference_workers=2, dashboard_address=None)
-    c = Client(cluster, set_as_default=False)
     try:
-        c.wait_for_workers(3, timeout=120)
-        yield c
+        with local_client(io_threads=4, inference_workers=2) as c:
+            yield c
     finally:
-        c.close()
-        cluster.close()
         if old is None:
             os.environ.pop(plug.LOAD_LOG_ENV, None)
         else:

@@ -24,7 +24,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from fake_ee import MAX_BYTES, FakeEarthEngine, FakeEEWorkerPlugin  # noqa: E402
+from fake_ee import MAX_BYTES, FakeEarthEngine, fake_ee_cluster  # noqa: E402
 
 from rs_embed_dask import BBox, PointBuffer, TemporalSpec  # noqa: E402
 from rs_embed_dask.errors import ProviderError, RSEmbedWarning, TransientProviderError  # noqa: E402
@@ -404,19 +404,12 @@ def test_process_cap_bounds_threads(fake):
 @pytest.mark.cluster
 def test_cap_holds_across_worker_processes(tmp_path, monkeypatch):
     """Two exports on two worker processes: never more than ``max_concurrency`` requests at once."""
-    from distributed import Client, LocalCluster
-
     from rs_embed_dask import ExportTarget, export_batch
 
     monkeypatch.setenv("EE_PROJECT", "cluster-project")
-    state = tmp_path / "state"
-    state.mkdir()
+    state = str(tmp_path / "state")
     rois = [PointBuffer(10.0 + 0.01 * i, 45.0, 80) for i in range(16)]
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0") as lc,
-        Client(lc, set_as_default=False) as client,
-    ):
-        client.register_plugin(FakeEEWorkerPlugin(state_dir=str(state), latency_s=0.3))
+    with fake_ee_cluster(state, threads_per_worker=2, latency_s=0.3) as client:
         results: dict = {}
 
         def one(name, part):
@@ -439,11 +432,10 @@ def test_cap_holds_across_worker_processes(tmp_path, monkeypatch):
         if isinstance(results.get(name), BaseException):
             raise results[name]
         assert results[name]["status"] == "ok"
-    st = FakeEarthEngine.shared_state(str(state))
+    st = FakeEarthEngine.shared_state(state)
     assert st["calls"] == 16
     assert st["active"] == 0
     assert 2 <= st["max"] <= 3
-    with open(state / "requests.jsonl", encoding="utf-8") as f:
-        req_pids = {json.loads(line)["pid"] for line in f}
+    req_pids = FakeEarthEngine.request_pids(state)
     assert req_pids <= pids
     assert os.getpid() not in req_pids

@@ -24,6 +24,7 @@ from rs_embed_dask.models.base import (
     batch_size_for_memory,
     compile_backend_for,
     is_out_of_memory,
+    pool_grid,
 )
 from rs_embed_dask.models.rcf import RCFEmbedder
 from rs_embed_dask.specs import OutputSpec
@@ -94,6 +95,42 @@ def test_oom_halves_the_batch_and_keeps_the_smaller_size():
     ConvModel.seen = []
     emb.embed_inputs(_inputs(4, hw=12), output=POOLED)  # another shape: starts at the full batch
     assert ConvModel.seen == [4, 2, 2]
+
+
+class SideConvModel(ConvModel):
+    """``ConvModel`` plus a per-input offset read from the context: a model with side inputs."""
+
+    name = "gpu_path_side_conv"
+
+    def side_inputs(self, x: np.ndarray, context: Any) -> dict[str, np.ndarray | None]:
+        offset = (context or {}).get("offset")
+        return {"offset": None if offset is None else np.asarray(float(offset))}
+
+    def forward_with_sides(self, x: Any, sides: Any, output: OutputSpec) -> Any:
+        grid = self.forward_grid(x)
+        if sides["offset"] is not None:
+            grid = grid + sides["offset"].view(-1, 1, 1, 1)
+        return grid if output.mode == "grid" else pool_grid(grid, output.pooling)
+
+
+def test_side_inputs_go_through_the_batched_path():
+    xs = _inputs(6)
+    expected = _reference(xs)
+    ConvModel.seen = []
+    ctxs = [{"offset": 10 * i} if i % 3 else {} for i in range(6)]  # unknown for inputs 0 and 3
+    emb = SideConvModel({"max_batch": 2})
+    emb.load("cpu")
+    out = emb.embed_inputs(xs, output=GRID, contexts=ctxs)
+    # a batch never mixes known and unknown side values; the known group backs off from 4 to 2
+    assert ConvModel.seen == [2, 4, 2, 2]
+    for x_exp, ctx, e in zip(expected, ctxs, out, strict=True):
+        offset = ctx.get("offset")
+        np.testing.assert_allclose(e.data, x_exp + (offset or 0), rtol=1e-6, atol=1e-5)
+        assert e.meta["offset"] == (None if offset is None else float(offset))
+    (pooled,) = emb.embed_inputs(xs[1:2], output=POOLED, contexts=ctxs[1:2])
+    np.testing.assert_allclose(pooled.data, expected[1].mean(axis=(1, 2)) + 10, rtol=1e-5)
+    with pytest.raises(ModelError, match="got 2 inputs but 1 contexts"):
+        emb.embed_inputs(xs[:2], output=GRID, contexts=ctxs[:1])
 
 
 def test_oom_at_batch_size_one_is_raised():

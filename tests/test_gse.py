@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -14,7 +13,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from fake_ee import MAX_BYTES, FakeEarthEngine, FakeEEWorkerPlugin  # noqa: E402
+from fake_ee import MAX_BYTES, FakeEarthEngine, fake_ee_cluster  # noqa: E402
 
 from rs_embed_dask import BBox, OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
 from rs_embed_dask.errors import ModelError  # noqa: E402
@@ -154,33 +153,25 @@ def test_export_holds_the_gee_cap_across_worker_processes(tmp_path, monkeypatch)
     """
     from datetime import date
 
-    from distributed import Client, LocalCluster
-
     from rs_embed_dask import ExportTarget, export_batch, load_export
     from rs_embed_dask.models.precomputed import nan_pool
 
     assert GSEAnnualEmbedder.provider == "gee"
     monkeypatch.setenv("EE_PROJECT", "cluster-project")  # inherited by the worker processes
-    state = tmp_path / "state"
-    state.mkdir()
+    state = str(tmp_path / "state")
     rois = [PointBuffer(10.0 + 0.01 * i, 45.0, 60) for i in range(12)]
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=3, processes=True, dashboard_address=":0") as lc,
-        Client(lc, set_as_default=False) as client,
-    ):
-        client.register_plugin(FakeEEWorkerPlugin(state_dir=str(state), latency_s=0.3))
+    with fake_ee_cluster(state, threads_per_worker=3, latency_s=0.3) as client:
         manifest = export_batch(
             spatials=rois, temporal=Y2023, models=["gse"], target=ExportTarget.combined(str(tmp_path / "gse.npz")),
             client=client, provider_options={"max_concurrency": 2}, chunk_size=2, show_progress=False,
         )  # fmt: skip
         pids = set(client.run(os.getpid).values())
     assert manifest["status"] == "ok", manifest
-    st = FakeEarthEngine.shared_state(str(state))
+    st = FakeEarthEngine.shared_state(state)
     assert st["calls"] == len(rois)
     assert st["active"] == 0
     assert st["max"] == 2  # reached (the reads overlap) and never exceeded
-    with open(state / "requests.jsonl", encoding="utf-8") as f:
-        req_pids = {json.loads(line)["pid"] for line in f}
+    req_pids = FakeEarthEngine.request_pids(state)
     assert req_pids <= pids
     assert os.getpid() not in req_pids
     # what was written is the product on each ROI's window, pooled

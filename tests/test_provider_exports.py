@@ -44,18 +44,10 @@ def _cover() -> GridWindow:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    from distributed import Client
+    from _clusters import local_client
 
-    from rs_embed_dask.cluster import local_cluster
-
-    cluster = local_cluster(io_threads=2, inference_workers=1, dashboard_address=None)
-    c = Client(cluster, set_as_default=False)
-    try:
-        c.wait_for_workers(2, timeout=120)
+    with local_client(io_threads=2, inference_workers=1) as c:
         yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 @pytest.fixture(scope="module")

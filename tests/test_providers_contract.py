@@ -109,6 +109,32 @@ def test_split_date_range():
     ]
 
 
+def test_fetch_frames_hook():
+    """A provider compositing its bins itself: ``fetch`` checks and fills the pixels and dates the frames."""
+
+    class OneSearch(SyntheticProvider):
+        def fetch_frames(self, window, bins, sensor):
+            shape = (4, *window.shape)  # whatever bands were asked for
+            arrays = [np.full(shape, np.nan if i == 1 else float(i)) for i in range(len(bins))]
+            return arrays, {"searches": 1, "frames": [{"empty": i == 1} for i in range(len(bins))]}
+
+    sensor = replace(S2_4, fill_value=-9.0)
+    res = OneSearch().fetch(ROI, SUMMER, sensor, n_frames=3)
+    assert res.data.dtype == np.float32
+    assert res.data.shape == (3, 4, *grid_window(ROI, sensor.scale_m).shape)
+    np.testing.assert_array_equal(res.data[:, 0, 0, 0], [0.0, -9.0, 2.0])  # bin 1 all NaN -> fill_value
+    assert (res.data == res.data[:, :1, :1, :1]).all()
+    assert res.meta["searches"] == 1
+    assert res.meta["provider"] == "synthetic"
+    assert res.meta["frames"] == [
+        {"start": "2022-06-01", "end": "2022-07-01", "empty": False},
+        {"start": "2022-07-01", "end": "2022-08-01", "empty": True},
+        {"start": "2022-08-01", "end": "2022-09-01", "empty": False},
+    ]
+    with pytest.raises(ProviderError, match="provider returned shape"):
+        OneSearch().fetch(ROI, SUMMER, replace(sensor, bands=("B2",)), n_frames=3)
+
+
 # -- the synthetic world ----------------------------------------------------------------------------
 S2_4 = SensorSpec(S2, ("B2", "B3", "B4", "B8"))
 ROI = PointBuffer(121.5, 31.2, 640)

@@ -16,12 +16,13 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from rs_embed_dask.export import tasks
+from rs_embed_dask.export.blocks import as_block
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
@@ -33,7 +34,7 @@ from rs_embed_dask.types import ExportLayout
 __all__ = ["run_export"]
 
 
-def _chunks(plan: ExportPlan) -> Iterator[tuple[int, list[Any]]]:
+def _chunks(plan: ExportPlan) -> Iterator[tuple[int, Sequence[Any]]]:
     size = plan.config.effective_chunk_size
     it = iter(plan.spatials)
     start = 0
@@ -41,7 +42,7 @@ def _chunks(plan: ExportPlan) -> Iterator[tuple[int, list[Any]]]:
         block = list(itertools.islice(it, size))
         if not block:
             return
-        yield start, block
+        yield start, as_block(block)
         start += len(block)
 
 
@@ -270,10 +271,10 @@ def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
                     continue
             pending.append((i, name, sp))
             if len(pending) == size:
-                yield pending[0][0], [p[2] for p in pending], pending
+                yield pending[0][0], as_block([p[2] for p in pending]), pending
                 pending = []
         if pending:
-            yield pending[0][0], [p[2] for p in pending], pending
+            yield pending[0][0], as_block([p[2] for p in pending]), pending
 
     def submit_write(client: Any, start: int, block: list[Any], fetched: Any, inferred: Any, extra: Any, sub: _Submitter) -> Any:
         return client.submit(
@@ -332,7 +333,7 @@ def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
     )
 
 
-def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: list[Any]) -> bool:
+def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: Sequence[Any]) -> bool:
     """Whether a finished chunk of the store holds these ROIs.
 
     A listed request's fingerprint covers its spatials; a streamed one's cannot

@@ -97,6 +97,29 @@ def _failures(store_path: str, group: str, n: int, block: int = 65536) -> tuple[
     return n_ok, errs, failed
 
 
+def _manifest(
+    plan: Any, attrs: dict[str, Any], entries: list[dict[str, Any]], n: int, spatials: Any, arrays: list[str]
+) -> dict[str, Any]:
+    """The combined manifest of a finished export (``<stem>.json`` next to the target when saved)."""
+    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
+    return combined_manifest(
+        created_at=attrs.get("created_at") or utc_timestamp(),
+        backend=plan.backend,
+        device=plan.device,
+        model_entries=entries,
+        n_items=n,
+        temporal=plan.temporal,
+        output=plan.output,
+        spatials=spatials,
+        fingerprint=plan.fingerprint,
+        prefetch={k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()},
+        manifest_path=stem + ".json" if plan.config.save_manifest else None,
+        array_path=plan.out_file,
+        array_keys=arrays,
+        fmt=plan.fmt,
+    )
+
+
 def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[str, Any]) -> dict[str, Any]:
     """The store is the export: a manifest that points into it, built without per-item lists.
 
@@ -135,29 +158,11 @@ def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[st
         elif cfg.save_embeddings:
             entry["status"] = "failed" if n else "ok"
         entries.append(entry)
-    prefetch = {k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()}
-    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
-    manifest_path = stem + ".json" if cfg.save_manifest else None
     arrays = sorted(f"{g}/{name}" for g in ("models", "inputs") if g in root for name, _ in root[g].groups())
-    man = combined_manifest(
-        created_at=attrs.get("created_at") or utc_timestamp(),
-        backend=plan.backend,
-        device=plan.device,
-        model_entries=entries,
-        n_items=n,
-        temporal=plan.temporal,
-        output=plan.output,
-        spatials={"zarr_array": "spatials"},
-        fingerprint=plan.fingerprint,
-        prefetch=prefetch,
-        manifest_path=manifest_path,
-        array_path=plan.out_file,
-        array_keys=arrays,
-        fmt="zarr",
-    )
+    man = _manifest(plan, attrs, entries, n, {"zarr_array": "spatials"}, arrays)
     root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable(man)}
-    if manifest_path is not None:
-        write_json(manifest_path, man)
+    if man.get("manifest_path"):
+        write_json(man["manifest_path"], man)
     return man
 
 
@@ -218,27 +223,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
             if ok.size == 0:
                 entry["error"] = str(errors[failed[0]]) or "every item failed"
         entries.append(entry)
-    prefetch = {
-        k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()
-    }
-    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
-    manifest_path = stem + ".json" if cfg.save_manifest else None
-    man = combined_manifest(
-        created_at=attrs.get("created_at") or utc_timestamp(),
-        backend=plan.backend,
-        device=plan.device,
-        model_entries=entries,
-        n_items=n,
-        temporal=plan.temporal,
-        output=plan.output,
-        spatials=spatials,
-        fingerprint=plan.fingerprint,
-        prefetch=prefetch,
-        manifest_path=manifest_path,
-        array_path=plan.out_file,
-        array_keys=list(arrays),
-        fmt=plan.fmt,
-    )
+    man = _manifest(plan, attrs, entries, n, spatials, list(arrays))
     if plan.fmt == "netcdf":
         write_netcdf(
             plan.out_file,
@@ -247,7 +232,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         )
     else:
         write_npz(plan.out_file, arrays)
-    if manifest_path is not None:
-        write_json(manifest_path, man)
+    if man.get("manifest_path"):
+        write_json(man["manifest_path"], man)
     shutil.rmtree(store_path, ignore_errors=True)
     return man

@@ -32,6 +32,7 @@ __all__ = [
     "batch_size_for_memory",
     "compile_backend_for",
     "is_out_of_memory",
+    "pool_grid",
     "resolve_device",
 ]
 
@@ -139,6 +140,22 @@ class Embedder:
     def describe(self) -> dict[str, Any]:
         """What the model reads and returns (bands, scale, dims, outputs, temporal needs)."""
         raise NotImplementedError
+
+    def describe_head(self, inputs: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+        """The leading keys of an on-the-fly model's ``describe()``, in order; callers add the rest.
+
+        ``inputs`` is the ``"inputs"`` entry; ``defaults`` are merged over
+        rs-embed's fetch defaults (``scale_m=10``, ``cloudy_pct=30``,
+        ``composite="median"``).
+        """
+        return {
+            "model": self.name,
+            "type": "onthefly",
+            "backend": ["provider"],
+            "output": list(self.output_modes),
+            "inputs": dict(inputs),
+            "defaults": {"scale_m": 10, "cloudy_pct": 30, "composite": "median", **defaults},
+        }
 
     def default_sensor(self) -> SensorSpec | None:
         """The sensor an export fetches when the request names none."""
@@ -288,6 +305,11 @@ def batch_size_for_memory(
     return max(1, min(int(requested), int(free_bytes * headroom // bytes_per_item)))
 
 
+def pool_grid(grid: Any, pooling: str) -> Any:
+    """``(B, D, h, w)`` -> ``(B, D)``: the max over the cells for ``"max"``, else their mean."""
+    return grid.amax(dim=(-2, -1)) if pooling == "max" else grid.mean(dim=(-2, -1))
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """``True`` for a device out-of-memory error (CUDA's typed error or an allocator message)."""
     try:
@@ -305,6 +327,9 @@ class TorchEmbedder(Embedder):
 
     Subclasses implement :meth:`build_module`, :meth:`preprocess` and
     :meth:`forward_grid`; :meth:`forward_pooled` defaults to pooling the grid.
+    Models with per-input side inputs (coordinates, dates, ground sample
+    distances from the embedding context) implement :meth:`side_inputs` and
+    :meth:`forward_with_sides`; :meth:`input_meta` adds per-input meta keys.
 
     The forward pass runs on the process's device with pinned host memory and
     non-blocking copies, autocast where the class allows it
@@ -343,8 +368,43 @@ class TorchEmbedder(Embedder):
 
     def forward_pooled(self, x: Any, pooling: str) -> Any:
         """Model-ready batch -> pooled ``(B, D)``; default: mean/max of the grid."""
-        grid = self.forward_grid(x)
-        return grid.amax(dim=(-2, -1)) if pooling == "max" else grid.mean(dim=(-2, -1))
+        return pool_grid(self.forward_grid(x), pooling)
+
+    def side_inputs(self, x: np.ndarray, context: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+        """Per-input side values the forward pass needs besides the pixels.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            One raw input, ``(C, H, W)`` or ``(T, C, H, W)``.
+        context : dict or None
+            Its embedding context (``spatial``, ``temporal``, ``sensor``,
+            ``fetch_meta``), ``None`` when the caller gave none.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or None
+            The same keys for every input; ``None`` where the context does not
+            give the value.  Each value is recorded in the embedding's meta.
+            The default has none.
+        """
+        return {}
+
+    def forward_with_sides(self, x: Any, sides: Mapping[str, Any], output: OutputSpec) -> Any:
+        """Model-ready batch and its side inputs -> pooled ``(B, D)`` or grid ``(B, D, h, w)``.
+
+        ``sides`` maps each key of :meth:`side_inputs` to the batch's stacked
+        float32 tensor on the device, or ``None`` where no input of the batch
+        knows it (a batch never mixes known and unknown values).  The default
+        ignores ``sides`` and calls :meth:`forward_pooled` or :meth:`forward_grid`.
+        """
+        if output.mode == "pooled":
+            return self.forward_pooled(x, output.pooling)
+        return self.forward_grid(x)
+
+    def input_meta(self, x: np.ndarray) -> dict[str, Any]:
+        """Meta keys added to the embedding of one raw input (default: none)."""
+        return {}
 
     def load(self, device: str = "cpu") -> None:
         with self._lock:
@@ -414,27 +474,28 @@ class TorchEmbedder(Embedder):
         self._compile_failed = True
 
     # -- the forward pass -----------------------------------------------------------------
-    def _forward(self, x: Any, output: OutputSpec) -> Any:
-        if output.mode == "pooled":
-            return self.forward_pooled(x, output.pooling)
-        return self.forward_grid(x)
-
-    def _forward_to_host(self, batch: np.ndarray, output: OutputSpec) -> np.ndarray:
-        """Host batch -> device -> preprocess -> forward -> one copy back as float32."""
+    def _to_device(self, arr: np.ndarray) -> Any:
+        """Host array -> device tensor (pinned memory and a non-blocking copy on CUDA)."""
         import torch
 
         dev = torch.device(self.device)
-        t = torch.from_numpy(batch)
-        t = t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
-        x = self.preprocess(t)
+        t = torch.from_numpy(arr)
+        return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
+    def _forward_to_host(
+        self, batch: np.ndarray, output: OutputSpec, sides: Mapping[str, np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """Host batch (and side inputs) -> device -> preprocess -> forward -> one copy back as float32."""
+        x = self.preprocess(self._to_device(batch))
+        side_t = {k: None if v is None else self._to_device(v) for k, v in (sides or {}).items()}
         self._maybe_compile()
         try:
-            out = self._forward(x, output)
+            out = self.forward_with_sides(x, side_t, output)
         except Exception as exc:
             if not self._compiled or is_out_of_memory(exc) or isinstance(exc, ModelError):
                 raise
             self._compile_fallback(exc)
-            out = self._forward(x, output)
+            out = self.forward_with_sides(x, side_t, output)
         return out.float().cpu().numpy().astype(np.float32, copy=False)
 
     def _device_batch_size(self, n: int, key: tuple[int, ...]) -> int:
@@ -448,8 +509,10 @@ class TorchEmbedder(Embedder):
             bs = batch_size_for_memory(bs, free, self._bytes_per_item[key])
         return max(1, bs)
 
-    def _forward_batched(self, batch: np.ndarray, output: OutputSpec) -> np.ndarray:
-        """Run ``batch`` in device-sized sub-batches, halving on out-of-memory errors."""
+    def _forward_batched(
+        self, batch: np.ndarray, output: OutputSpec, sides: Mapping[str, np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """Run ``batch`` and its side inputs in device-sized sub-batches, halving on out-of-memory errors."""
         import torch
 
         dev = torch.device(self.device)
@@ -460,12 +523,13 @@ class TorchEmbedder(Embedder):
         i = 0
         while i < n:
             part = batch[i : i + bs]
+            part_sides = {k: None if v is None else v[i : i + bs] for k, v in (sides or {}).items()}
             measure = dev.type == "cuda"
             if measure:
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)
             try:
-                parts.append(self._forward_to_host(part, output))
+                parts.append(self._forward_to_host(part, output, part_sides))
             except Exception as exc:
                 if not is_out_of_memory(exc) or bs == 1:
                     raise
@@ -488,23 +552,49 @@ class TorchEmbedder(Embedder):
         output: OutputSpec,
         contexts: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Embedding]:
+        """Embed a batch of raw provider inputs with their side inputs.
+
+        Inputs are grouped by shape and by which side inputs
+        (:meth:`side_inputs`) their contexts give, so that a batch gives
+        exactly what single calls give; each group runs through the batched
+        forward pass (pinned memory, autocast, out-of-memory back-off,
+        optional compilation).  Side values are recorded in each embedding's
+        meta, as are :meth:`input_meta`'s keys.
+
+        Raises
+        ------
+        ModelError
+            When ``contexts`` is given with another length than ``inputs``.
+        """
         import torch
 
         if not self._loaded:
             self.load(self.device)
+        ctxs: list[Mapping[str, Any] | None] = [None] * len(inputs) if contexts is None else list(contexts)
+        if len(ctxs) != len(inputs):
+            raise ModelError(f"{self.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
+        sides = [self.side_inputs(np.asarray(x), c) for x, c in zip(inputs, ctxs, strict=True)]
         results: list[Embedding | None] = [None] * len(inputs)
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for i, arr in enumerate(inputs):
-            groups.setdefault(tuple(np.shape(arr)), []).append(i)
+            known = tuple(sorted((k, v is not None) for k, v in sides[i].items()))
+            groups.setdefault((tuple(np.shape(arr)), known), []).append(i)
         with self._lock, torch.inference_mode(), self._autocast():
-            for shape, idx in groups.items():
+            for (shape, known), idx in groups.items():
                 batch = np.stack([np.asarray(inputs[i], dtype=np.float32) for i in idx])
-                out_np = self._forward_batched(batch, output)
+                stacked = {
+                    k: np.stack([np.asarray(sides[i][k], dtype=np.float32) for i in idx]) if ok else None
+                    for k, ok in known
+                }
+                out_np = self._forward_batched(batch, output, stacked)
                 for j, i in enumerate(idx):
                     meta = self.base_meta(output)
                     meta["input_hw"] = [int(shape[-2]), int(shape[-1])]
+                    for k, v in sides[i].items():
+                        meta[k] = None if v is None else np.asarray(v).tolist()
                     if output.mode == "grid":
                         meta["grid_hw"] = [int(out_np.shape[-2]), int(out_np.shape[-1])]
                         meta["y_axis_direction"] = "north_to_south"
+                    meta.update(self.input_meta(np.asarray(inputs[i])))
                     results[i] = Embedding(data=np.ascontiguousarray(out_np[j]), meta=meta)
         return [r for r in results if r is not None]

@@ -26,22 +26,16 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rs_embed_dask.errors import ModelError
-from rs_embed_dask.geometry import (
-    EARTH_RADIUS_M,
-    WEB_MERCATOR,
-    GridWindow,
-    mercator_bounds,
-    mercator_to_lonlat,
-)
-from rs_embed_dask.models.precomputed import PrecomputedEmbedder, nan_pool
-from rs_embed_dask.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.geometry import EARTH_RADIUS_M, GridWindow, mercator_bounds, mercator_to_lonlat
+from rs_embed_dask.models.precomputed import PrecomputedEmbedder, nan_pool, reproject_nearest
+from rs_embed_dask.specs import OutputSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.types import Embedding
 
 __all__ = ["HF_FILENAME", "HF_REPO", "HF_REVISION", "CopernicusEmbedder", "find_product"]
@@ -116,6 +110,7 @@ class CopernicusEmbedder(PrecomputedEmbedder):
     years = (2021,)
     default_year = 2021
     resampling = "nearest"
+    native_pooling = True
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
@@ -149,8 +144,6 @@ class CopernicusEmbedder(PrecomputedEmbedder):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Nearest-neighbour product pixels on ``window`` (NaN outside the map or at no-data)."""
         import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.warp import reproject
         from rasterio.windows import Window
 
         from rs_embed_dask.providers.local import LocalProvider
@@ -163,35 +156,12 @@ class CopernicusEmbedder(PrecomputedEmbedder):
                 (r0, r1), (c0, c1) = sl
                 win = Window(c0, r0, c1 - c0, r1 - r0)
                 data = self._masked(src, src.read(window=win, out_dtype=np.float32))
-                reproject(
-                    source=data,
-                    destination=out,
-                    src_transform=src.window_transform(win),
-                    src_crs=src.crs,
-                    src_nodata=np.nan,
-                    dst_transform=window.transform,
-                    dst_crs=WEB_MERCATOR,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.nearest,
-                )
+                reproject_nearest(data, src.window_transform(win), src.crs, window, out=out)
         return out, {"copernicus_path": str(self.path)}
 
     # -- pooled output: the product's own pixels ----------------------------------------------------
-    def embed_spatials(
-        self,
-        spatials: Sequence[Any],
-        *,
-        temporal: Any,
-        output: OutputSpec,
-        sensor: SensorSpec | None,
-    ) -> list[Embedding]:
-        """Grid output through the common grid; pooled output from the product's own pixels."""
-        if output.mode == "grid":
-            return super().embed_spatials(spatials, temporal=temporal, output=output, sensor=sensor)
-        ptemporal = self.product_temporal(temporal)
-        return [self._pooled(sp, ptemporal, output) for sp in spatials]
-
-    def _pooled(self, spatial: SpatialSpec, temporal: TemporalSpec, output: OutputSpec) -> Embedding:
+    def pool_native(self, spatial: SpatialSpec, temporal: TemporalSpec, output: OutputSpec) -> Embedding:
+        """The product pixels whose centres lie in the ROI, pooled (NaN-aware); the centre pixel for a tiny ROI."""
         import rasterio
         from rasterio.windows import Window
 

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rs_embed_dask.errors import ModelError
-from rs_embed_dask.models.base import S2_SR, TorchEmbedder
-from rs_embed_dask.models.vit import check_channels, check_choice, check_int
+from rs_embed_dask.models.base import S2_SR
+from rs_embed_dask.models.vit import HubCheckpoint, ViTEmbedder, check_channels, check_choice
 
 __all__ = ["DEFAULT_BANDS", "WAVELENGTHS_UM", "DOFAEmbedder", "wavelengths_for"]
 
@@ -93,7 +93,7 @@ def _float_list(name: str, value: Any, n: int) -> list[float]:
     return out
 
 
-class DOFAEmbedder(TorchEmbedder):
+class DOFAEmbedder(ViTEmbedder):
     """DOFA embeddings of any band set with known wavelengths.
 
     ``model_config`` keys
@@ -135,6 +135,7 @@ class DOFAEmbedder(TorchEmbedder):
     )
     supports_autocast = True
     input_size = 224
+    patch_size = PATCH
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
@@ -172,23 +173,15 @@ class DOFAEmbedder(TorchEmbedder):
             self.norm_mean = [_S2_STATS[b][0] for b in self.bands]
             self.norm_std = [_S2_STATS[b][1] for b in self.bands]
             self.norm_mode = "s2_255"
-        self.image_size = check_int(self.name, cfg, "image_size", PATCH) or 224
-        if self.image_size % PATCH:
-            raise ModelError(
-                f"dofa model_config 'image_size' must be a multiple of {PATCH}; got {self.image_size}"
-            )
-        self.embed_dim = check_int(self.name, cfg, "embed_dim", 4) or dim
-        self.depth = check_int(self.name, cfg, "depth", 1) or depth
-        self.num_heads = check_int(self.name, cfg, "num_heads", 1) or heads
-
-    @property
-    def grid_side(self) -> int:
-        """Patch tokens per side."""
-        return self.image_size // PATCH
-
-    def resolve_input_size(self) -> int | None:
-        """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
-        return self.image_size
+        self.configure_vit(embed_dim=dim, depth=depth, num_heads=heads)
+        self.hub = HubCheckpoint(
+            repo=HF_REPO,
+            filename=self.filename,
+            revision=HF_REVISION,
+            env_var=ENV_VAR,
+            fmt="official DOFA MAE checkpoint (torch.load weights_only=True); mask_token, "
+            "projector and decoder keys are dropped",
+        )
 
     def describe(self) -> dict[str, Any]:
         """Bands, wavelengths, scale, dims, outputs, preprocessing and weights of this configuration."""
@@ -198,22 +191,9 @@ class DOFAEmbedder(TorchEmbedder):
             if self.norm_mode == "s2_255"
             else "(x - mean) / std on the raw values"
         )
+        inputs = {"collection": S2_SR, "bands": list(self.bands), "wavelengths_um": list(self.wavelengths)}
         return {
-            "model": self.name,
-            "type": "onthefly",
-            "backend": ["provider"],
-            "output": ["pooled", "grid"],
-            "inputs": {
-                "collection": S2_SR,
-                "bands": list(self.bands),
-                "wavelengths_um": list(self.wavelengths),
-            },
-            "defaults": {
-                "scale_m": 10,
-                "cloudy_pct": 30,
-                "composite": "median",
-                "image_size": self.image_size,
-            },
+            **self.describe_head(inputs, image_size=self.image_size),
             "embedding_dim": self.embed_dim,
             "grid": f"({self.embed_dim}, {g}, {g}) ViT patch tokens of the last block (patch {PATCH}), north up",
             "grid_semantics": "vit_patch_tokens",
@@ -230,13 +210,7 @@ class DOFAEmbedder(TorchEmbedder):
                 "image_size": self.image_size,
             },
             "variants": sorted(VARIANTS),
-            "weights": {
-                "source": f"huggingface: {HF_REPO}/{self.filename}",
-                "revision": HF_REVISION or "main (the reference pins none)",
-                "env_var": ENV_VAR,
-                "format": "official DOFA MAE checkpoint (torch.load weights_only=True); mask_token, "
-                "projector and decoder keys are dropped",
-            },
+            "weights": self.hub.describe(),
             "extra": self.extra,
         }
 
@@ -244,29 +218,16 @@ class DOFAEmbedder(TorchEmbedder):
     def build_module(self) -> Any:
         from torchgeo.models.dofa import DOFA
 
-        from rs_embed_dask.models.vit import drop_keys, load_strict
-        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
+        from rs_embed_dask.models.vit import load_strict
 
-        path = find_weights(
+        state, path = self.hub.load(
             self.name,
-            config=self.model_config,
-            env_var=ENV_VAR,
-            filenames=(self.filename,),
-            hf_repo=HF_REPO,
-            hf_filename=self.filename,
-            revision=HF_REVISION,
+            self.model_config,
+            strip=("module.", "backbone.", "encoder."),
+            drop=("mask_token", "projector.", "decoder", "head.", "fc_norm."),
         )
-        state = strip_prefix(load_state_dict(path), "module.", "backbone.", "encoder.")
-        state = drop_keys(state, ("mask_token", "projector.", "decoder", "head.", "fc_norm."))
-        module = DOFA(
-            img_size=self.image_size,
-            patch_size=PATCH,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            num_classes=0,
-            global_pool=False,  # keeps the encoder's ``norm``, which the checkpoint holds
-        )
+        # global_pool=False keeps the encoder's ``norm``, which the checkpoint holds
+        module = DOFA(img_size=self.image_size, **self.vit_arch(), num_classes=0, global_pool=False)
         load_strict(module, state, model=f"{self.name}/{self.variant}", path=path)
         return module
 

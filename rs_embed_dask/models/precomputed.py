@@ -34,7 +34,7 @@ from rs_embed_dask.models.base import Embedder
 from rs_embed_dask.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.types import Embedding
 
-__all__ = ["PrecomputedEmbedder", "nan_pool"]
+__all__ = ["PrecomputedEmbedder", "nan_pool", "reproject_nearest"]
 
 
 def nan_pool(values: np.ndarray, pooling: str) -> np.ndarray:
@@ -59,12 +59,65 @@ def nan_pool(values: np.ndarray, pooling: str) -> np.ndarray:
     return np.asarray(pooled, dtype=np.float32)
 
 
+def reproject_nearest(
+    source: np.ndarray,
+    src_transform: Any,
+    src_crs: Any,
+    window: GridWindow,
+    *,
+    out: np.ndarray | None = None,
+    tolerance: float | None = None,
+) -> np.ndarray:
+    """Nearest-neighbour reprojection of product pixels onto a window of the common grid.
+
+    Parameters
+    ----------
+    source : numpy.ndarray
+        ``(D, h, w)`` float32 product pixels, NaN where there is no data.
+    src_transform, src_crs : affine.Affine, CRS
+        Where ``source`` lies.
+    window : GridWindow
+        The destination window (EPSG:3857).
+    out : numpy.ndarray, optional
+        ``(D, window.height, window.width)`` destination, written in place;
+        default a new NaN-filled array.
+    tolerance : float, optional
+        rasterio's transformer error threshold in pixels (``0.0``: the exact
+        transformer); ``None`` keeps rasterio's default.
+
+    Returns
+    -------
+    numpy.ndarray
+        The destination, NaN where no source pixel lands or at no-data.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    dst = np.full((source.shape[0], *window.shape), np.nan, dtype=np.float32) if out is None else out
+    extra = {} if tolerance is None else {"tolerance": tolerance}
+    reproject(
+        source=source,
+        destination=dst,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        src_nodata=np.nan,
+        dst_transform=window.transform,
+        dst_crs=WEB_MERCATOR,
+        dst_nodata=np.nan,
+        resampling=Resampling.nearest,
+        **extra,
+    )
+    return dst
+
+
 class PrecomputedEmbedder(Embedder):
     """Base class of products served as precomputed embeddings.
 
     Subclasses set the class attributes below and implement
     :meth:`read_window`; they may override :meth:`read_windows` to share work
-    (open files, tiles) across the ROIs of a batch.
+    (open files, tiles) across the ROIs of a batch, and set
+    :attr:`native_pooling` with :meth:`pool_native` to pool the product's own
+    pixels instead of the common-grid window.
 
     Class attributes
     ----------------
@@ -93,6 +146,9 @@ class PrecomputedEmbedder(Embedder):
         Warn when :attr:`default_year` is used.
     resampling : str
         How native pixels reach the common grid (stated in ``describe()``).
+    native_pooling : bool
+        Pooled outputs come from :meth:`pool_native` (``copernicus``, whose
+        pixels are much coarser than any ROI's window would be).
     provider : str or None
         Registered provider the product's reads go through (``gse``: ``"gee"``),
         whose cluster-wide request cap
@@ -115,6 +171,7 @@ class PrecomputedEmbedder(Embedder):
     default_year: ClassVar[int | None] = None
     warn_default_year: ClassVar[bool] = False
     resampling: ClassVar[str] = "nearest"
+    native_pooling: ClassVar[bool] = False
     provider: ClassVar[str | None] = None
     #: Backends the product accepts (rs-embed: ``["auto"]`` for file-based products).
     backends: ClassVar[tuple[str, ...]] = ("auto",)
@@ -152,6 +209,14 @@ class PrecomputedEmbedder(Embedder):
     ) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Read several windows (default: :meth:`read_window` one by one)."""
         return [self.read_window(w, sp, temporal) for w, sp in zip(windows, spatials, strict=True)]
+
+    def pool_native(self, spatial: SpatialSpec, temporal: TemporalSpec, output: OutputSpec) -> Embedding:
+        """Pooled output of one ROI from the product's own pixels (where :attr:`native_pooling` is set).
+
+        ``temporal`` is the resolved product year; the result is ``(D,)``
+        with :meth:`product_meta` keys.
+        """
+        raise NotImplementedError
 
     # -- description -----------------------------------------------------------------------------
     def describe_extra(self) -> dict[str, Any]:
@@ -267,7 +332,8 @@ class PrecomputedEmbedder(Embedder):
         temporal : TemporalSpec or None
             The request's time (see :meth:`resolve_year`).
         output : OutputSpec
-            Pooled (NaN-aware mean or max) or grid (north-up) output.
+            Pooled (NaN-aware mean or max, or :meth:`pool_native`) or grid
+            (north-up) output.
         sensor : SensorSpec or None
             Only its ``scale_m`` is used, and only when :attr:`sensor_sets_scale`.
 
@@ -285,6 +351,8 @@ class PrecomputedEmbedder(Embedder):
             self.load(self.device)
         spatials = list(spatials)
         ptemporal = self.product_temporal(temporal)
+        if output.mode == "pooled" and self.native_pooling:
+            return [self.pool_native(sp, ptemporal, output) for sp in spatials]
         windows = [self.window_for(sp, sensor) for sp in spatials]
         reads = self.read_windows(windows, spatials, ptemporal)
         if len(reads) != len(spatials):

@@ -26,7 +26,7 @@ of every frame (the CLS token is dropped), as rs-embed pools ViT tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any, cast
 
@@ -36,9 +36,8 @@ from rs_embed_dask.errors import ModelError
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
 from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
 from rs_embed_dask.specs import OutputSpec
-from rs_embed_dask.types import Embedding
 
-__all__ = ["PrithviEmbedder", "build_prithvi_encoder", "embed_with_side_inputs", "frame_coords"]
+__all__ = ["PrithviEmbedder", "build_prithvi_encoder", "frame_coords"]
 
 ENV_VAR = "RS_EMBED_PRITHVI_WEIGHTS"
 HLS_BANDS = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
@@ -216,61 +215,6 @@ def frame_coords(ctx: Mapping[str, Any] | None, n_frames: int) -> tuple[np.ndarr
     return temporal, location
 
 
-SideFn = Callable[[np.ndarray, Mapping[str, Any] | None], dict[str, np.ndarray | None]]
-
-
-def embed_with_side_inputs(
-    embedder: TorchEmbedder,
-    inputs: Sequence[np.ndarray],
-    *,
-    output: OutputSpec,
-    contexts: Sequence[Mapping[str, Any]] | None,
-    side: SideFn,
-    run: Callable[[Any, dict[str, Any], OutputSpec], Any],
-) -> list[Embedding]:
-    """Batched embedding for models with per-input side inputs (coordinates, dates, areas).
-
-    Inputs are grouped by shape and by which side inputs are known, so that a
-    batch gives exactly what single calls give; ``run(x, sides, output)``
-    receives the preprocessed batch and the stacked side tensors (``None``
-    where unknown) and returns ``(B, D)`` or ``(B, D, h, w)``.  The side
-    values are recorded in each embedding's meta.
-    """
-    import torch
-
-    if not embedder._loaded:
-        embedder.load(embedder.device)
-    ctxs: list[Mapping[str, Any] | None] = list(contexts) if contexts is not None else [None] * len(inputs)
-    if len(ctxs) != len(inputs):
-        raise ModelError(f"{embedder.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
-    sides = [side(np.asarray(x), c) for x, c in zip(inputs, ctxs, strict=True)]
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, x in enumerate(inputs):
-        known = tuple(sorted((k, v is not None) for k, v in sides[i].items()))
-        groups.setdefault((tuple(np.shape(x)), known), []).append(i)
-    results: list[Embedding | None] = [None] * len(inputs)
-    dev = torch.device(embedder.device)
-    with embedder._lock, torch.inference_mode(), embedder._autocast():
-        for (shape, known), idx in groups.items():
-            t = torch.from_numpy(np.stack([np.asarray(inputs[i], dtype=np.float32) for i in idx])).to(dev)
-            stacked = {
-                k: (torch.from_numpy(np.stack([cast(np.ndarray, sides[i][k]) for i in idx])).to(dev) if ok else None)
-                for k, ok in known
-            }
-            out = run(embedder.preprocess(t), stacked, output)
-            out_np = out.float().cpu().numpy().astype(np.float32, copy=False)
-            for j, i in enumerate(idx):
-                meta = embedder.base_meta(output)
-                meta["input_hw"] = [int(shape[-2]), int(shape[-1])]
-                for k, v in sides[i].items():
-                    meta[k] = None if v is None else np.asarray(v).tolist()
-                if output.mode == "grid":
-                    meta["grid_hw"] = [int(out_np.shape[-2]), int(out_np.shape[-1])]
-                    meta["y_axis_direction"] = "north_to_south"
-                results[i] = Embedding(data=np.ascontiguousarray(out_np[j]), meta=meta)
-    return [r for r in results if r is not None]
-
-
 def _pos_int(cfg: Mapping[str, Any], key: str, default: int) -> int:
     v = cfg.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -345,24 +289,14 @@ class PrithviEmbedder(TorchEmbedder):
     def describe(self) -> dict[str, Any]:
         """Bands, scale, frames, dims and weights of this configuration."""
         g = self.image_size // self.patch_size
+        inputs = {
+            "collection": S2_SR,
+            "bands": list(S2_BANDS),
+            "hls_bands": list(HLS_BANDS),
+            "shape": f"(T={self.n_frames}, C=6, H, W)",
+        }
         return {
-            "model": self.name,
-            "type": "onthefly",
-            "backend": ["provider"],
-            "output": ["pooled", "grid"],
-            "inputs": {
-                "collection": S2_SR,
-                "bands": list(S2_BANDS),
-                "hls_bands": list(HLS_BANDS),
-                "shape": f"(T={self.n_frames}, C=6, H, W)",
-            },
-            "defaults": {
-                "scale_m": 30,
-                "cloudy_pct": 30,
-                "composite": "median",
-                "image_size": self.image_size,
-                "variant": self.variant,
-            },
+            **self.describe_head(inputs, scale_m=30, image_size=self.image_size, variant=self.variant),
             "embedding_dim": self.embed_dim,
             "input_size": self.image_size,
             "patch_size": self.patch_size,
@@ -444,37 +378,30 @@ class PrithviEmbedder(TorchEmbedder):
             temporal = location = None
         return self.module(x.permute(0, 2, 1, 3, 4), temporal, location)  # B, T, h, w, D
 
-    def forward_grid(self, x: Any) -> Any:
-        return self._tokens(x).mean(dim=1).permute(0, 3, 1, 2)
-
-    def forward_pooled(self, x: Any, pooling: str) -> Any:
-        tok = self._tokens(x).flatten(1, 3)
-        return tok.amax(dim=1) if pooling == "max" else tok.mean(dim=1)
-
-    def _side(self, x: np.ndarray, ctx: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
-        t = x.shape[0] if x.ndim == 4 else 1
-        temporal, location = frame_coords(ctx, t)
-        return {"temporal_coords": temporal, "location_coords": location}
-
-    def _run(self, x: Any, sides: dict[str, Any], output: OutputSpec) -> Any:
-        tok = self._tokens(x, sides.get("temporal_coords"), sides.get("location_coords"))
-        if output.mode == "grid":
+    @staticmethod
+    def _reduce(tok: Any, mode: str, pooling: str) -> Any:
+        """Tokens ``(B, T, h, w, D)`` -> grid ``(B, D, h, w)`` (mean over time) or pooled ``(B, D)``."""
+        if mode == "grid":
             return tok.mean(dim=1).permute(0, 3, 1, 2)
         flat = tok.flatten(1, 3)
-        return flat.amax(dim=1) if output.pooling == "max" else flat.mean(dim=1)
+        return flat.amax(dim=1) if pooling == "max" else flat.mean(dim=1)
 
-    def embed_inputs(
-        self,
-        inputs: Sequence[np.ndarray],
-        *,
-        output: OutputSpec,
-        contexts: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Embedding]:
-        """Embed ``(T, 6, H, W)`` inputs with their temporal and location coordinates."""
-        out = embed_with_side_inputs(
-            self, inputs, output=output, contexts=contexts, side=self._side, run=self._run
-        )
-        for emb, x in zip(out, inputs, strict=True):
-            emb.meta["variant"] = self.variant
-            emb.meta["n_frames"] = int(np.shape(x)[0]) if np.ndim(x) == 4 else 1
-        return out
+    def forward_grid(self, x: Any) -> Any:
+        return self._reduce(self._tokens(x), "grid", "mean")
+
+    def forward_pooled(self, x: Any, pooling: str) -> Any:
+        return self._reduce(self._tokens(x), "pooled", pooling)
+
+    # -- side inputs: temporal and location coordinates -----------------------------------
+    def side_inputs(self, x: np.ndarray, context: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+        """``temporal_coords`` ``(T, 2)`` and ``location_coords`` ``(2,)``: see :func:`frame_coords`."""
+        temporal, location = frame_coords(context, x.shape[0] if x.ndim == 4 else 1)
+        return {"temporal_coords": temporal, "location_coords": location}
+
+    def forward_with_sides(self, x: Any, sides: Mapping[str, Any], output: OutputSpec) -> Any:
+        tok = self._tokens(x, sides.get("temporal_coords"), sides.get("location_coords"))
+        return self._reduce(tok, output.mode, output.pooling)
+
+    def input_meta(self, x: np.ndarray) -> dict[str, Any]:
+        """The variant and the input's number of frames."""
+        return {"variant": self.variant, "n_frames": int(x.shape[0]) if x.ndim == 4 else 1}

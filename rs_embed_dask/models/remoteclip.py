@@ -26,7 +26,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
-from rs_embed_dask.models.vit import S2_RGB, check_channels, check_choice, check_int, load_strict
+from rs_embed_dask.models.vit import (
+    S2_RGB,
+    HubCheckpoint,
+    check_channels,
+    check_choice,
+    check_int,
+    load_strict,
+)
 
 __all__ = ["RemoteCLIPEmbedder"]
 
@@ -83,6 +90,13 @@ class RemoteCLIPEmbedder(TorchEmbedder):
         self.width = check_int(self.name, cfg, "width", 8)
         self.layers = check_int(self.name, cfg, "layers", 1)
         self.embed_dim_override = check_int(self.name, cfg, "embed_dim", 8)
+        self.hub = HubCheckpoint(
+            repo=HF_REPO,
+            filename=self.filename,
+            revision=HF_REVISION,
+            env_var=ENV_VAR,
+            fmt="open_clip CLIP state dict (torch.load weights_only=True)",
+        )
 
     def resolve_input_size(self) -> int | None:
         """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
@@ -125,17 +139,7 @@ class RemoteCLIPEmbedder(TorchEmbedder):
         pooled, width, side = self._dims()
         grid_dim = pooled if self.grid_tokens == "projected" else width
         return {
-            "model": self.name,
-            "type": "onthefly",
-            "backend": ["provider"],
-            "output": ["pooled", "grid"],
-            "inputs": {"collection": S2_SR, "bands": list(S2_RGB)},
-            "defaults": {
-                "scale_m": 10,
-                "cloudy_pct": 30,
-                "composite": "median",
-                "image_size": self.image_size,
-            },
+            **self.describe_head({"collection": S2_SR, "bands": list(S2_RGB)}, image_size=self.image_size),
             "embedding_dim": pooled,
             "grid_dim": grid_dim,
             "grid": f"({grid_dim}, {side}, {side}) "
@@ -153,12 +157,7 @@ class RemoteCLIPEmbedder(TorchEmbedder):
                 "image_size": self.image_size,
             },
             "variants": sorted(VARIANTS),
-            "weights": {
-                "source": f"huggingface: {HF_REPO}/{self.filename}",
-                "revision": HF_REVISION or "main (the reference pins none)",
-                "env_var": ENV_VAR,
-                "format": "open_clip CLIP state dict (torch.load weights_only=True)",
-            },
+            "weights": self.hub.describe(),
             "extra": self.extra,
         }
 
@@ -166,19 +165,8 @@ class RemoteCLIPEmbedder(TorchEmbedder):
     def build_module(self) -> Any:
         import open_clip
 
-        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
-
-        path = find_weights(
-            self.name,
-            config=self.model_config,
-            env_var=ENV_VAR,
-            filenames=(self.filename,),
-            hf_repo=HF_REPO,
-            hf_filename=self.filename,
-            revision=HF_REVISION,
-        )
+        state, path = self.hub.load(self.name, self.model_config, strip=("module.",))
         clip = open_clip.CLIP(**self._clip_config())
-        state = strip_prefix(load_state_dict(path), "module.")
         load_strict(clip, state, model=f"{self.name}/{self.variant}", path=path)
         visual = clip.visual
         if self.variant != "rn50":

@@ -17,10 +17,10 @@ the pooled vector their mean (or max).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from rs_embed_dask.models.base import S2_SR, TorchEmbedder
-from rs_embed_dask.models.vit import S2_RGB, check_channels, check_int
+from rs_embed_dask.models.base import S2_SR
+from rs_embed_dask.models.vit import S2_RGB, HubCheckpoint, ViTEmbedder, check_channels
 
 __all__ = ["SatMAEEmbedder", "rgb_u8_square_preprocess"]
 
@@ -35,6 +35,14 @@ FMOW_STD = (0.2877428, 0.2754177, 0.2764018)
 PATCH = 16
 # keys of the MAE decoder and of wrappers that the encoder does not have
 DECODER_PREFIXES = ("decoder_", "mask_token", "head.", "fc_norm.")
+CHECKPOINT = HubCheckpoint(
+    repo=HF_REPO,
+    filename=HF_FILENAME,
+    revision=HF_REVISION,
+    env_var=ENV_VAR,
+    fmt="MAE/SatMAE encoder state dict (safetensors or torch.load weights_only=True); decoder keys are dropped",
+    filenames=FILENAMES,
+)
 
 
 def rgb_u8_square_preprocess(x: Any, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
@@ -51,7 +59,7 @@ def rgb_u8_square_preprocess(x: Any, size: int, mean: tuple[float, ...], std: tu
     return (levels / 255.0 - m) / s
 
 
-class SatMAEEmbedder(TorchEmbedder):
+class SatMAEEmbedder(ViTEmbedder):
     """SatMAE (fMoW RGB, ViT-L/16) patch-token embeddings of Sentinel-2 RGB composites.
 
     ``model_config`` keys
@@ -65,6 +73,11 @@ class SatMAEEmbedder(TorchEmbedder):
         positional table is resized bicubically when it differs.
     depth, embed_dim, num_heads : int
         For tests and smoke runs only: a smaller encoder than ViT-L (24, 1024, 16).
+
+    Subclasses of the same encoder (``scalemae``) set :attr:`hub` (where the
+    checkpoint is), :attr:`drop_prefixes` (checkpoint keys the encoder does
+    not have) and :attr:`vit_pos_embed` (timm's ``pos_embed``: ``"learn"`` or
+    ``"none"``).
     """
 
     name = "satmae"
@@ -74,56 +87,22 @@ class SatMAEEmbedder(TorchEmbedder):
     supports_autocast = True
     input_size = 224
     image_level_vit_patch_grid = True
+    patch_size = PATCH
     mean: tuple[float, ...] = FMOW_MEAN
     std: tuple[float, ...] = FMOW_STD
+    hub: ClassVar[HubCheckpoint] = CHECKPOINT
+    drop_prefixes: ClassVar[tuple[str, ...]] = DECODER_PREFIXES
+    vit_pos_embed: ClassVar[str] = "learn"
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
-        cfg = self.model_config
-        self.image_size = check_int(self.name, cfg, "image_size", PATCH) or 224
-        if self.image_size % PATCH:
-            from rs_embed_dask.errors import ModelError
-
-            raise ModelError(
-                f"{self.name} model_config 'image_size' must be a multiple of {PATCH}; got {self.image_size}"
-            )
-        self.depth = check_int(self.name, cfg, "depth", 1) or 24
-        self.embed_dim = check_int(self.name, cfg, "embed_dim", 4) or 1024
-        self.num_heads = check_int(self.name, cfg, "num_heads", 1) or 16
-
-    @property
-    def grid_side(self) -> int:
-        """Patch tokens per side."""
-        return self.image_size // PATCH
-
-    def resolve_input_size(self) -> int | None:
-        """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
-        return self.image_size
-
-    def _weights_info(self) -> dict[str, Any]:
-        return {
-            "source": f"huggingface: {HF_REPO}/{HF_FILENAME}",
-            "revision": HF_REVISION or "main (the reference pins none)",
-            "env_var": ENV_VAR,
-            "format": "MAE/SatMAE encoder state dict (safetensors or torch.load weights_only=True); "
-            "decoder keys are dropped",
-        }
+        self.configure_vit(embed_dim=1024, depth=24, num_heads=16)
 
     def describe(self) -> dict[str, Any]:
         """Bands, scale, dims, outputs, preprocessing and weights of this configuration."""
         g = self.grid_side
         return {
-            "model": self.name,
-            "type": "onthefly",
-            "backend": ["provider"],
-            "output": ["pooled", "grid"],
-            "inputs": {"collection": S2_SR, "bands": list(S2_RGB)},
-            "defaults": {
-                "scale_m": 10,
-                "cloudy_pct": 30,
-                "composite": "median",
-                "image_size": self.image_size,
-            },
+            **self.describe_head({"collection": S2_SR, "bands": list(S2_RGB)}, image_size=self.image_size),
             "embedding_dim": self.embed_dim,
             "grid": f"({self.embed_dim}, {g}, {g}) ViT patch tokens (patch {PATCH}), north up",
             "grid_semantics": "vit_patch_tokens",
@@ -135,39 +114,18 @@ class SatMAEEmbedder(TorchEmbedder):
                 f"{self.image_size} -> / 255 -> mean {list(self.mean)} std {list(self.std)}"
             ),
             "model_config": {"image_size": self.image_size},
-            "weights": self._weights_info(),
+            "weights": self.hub.describe(),
             "extra": self.extra,
         }
 
     # -- model ---------------------------------------------------------------------
-    def _checkpoint(self) -> tuple[dict[str, Any], Any]:
-        from rs_embed_dask.models.vit import drop_keys
-        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
-
-        path = find_weights(
-            self.name,
-            config=self.model_config,
-            env_var=ENV_VAR,
-            filenames=FILENAMES,
-            hf_repo=HF_REPO,
-            hf_filename=HF_FILENAME,
-            revision=HF_REVISION,
-        )
-        state = strip_prefix(load_state_dict(path), "module.", "model.", "encoder.")
-        return drop_keys(state, DECODER_PREFIXES), path
-
     def build_module(self) -> Any:
         from rs_embed_dask.models.vit import interpolate_pos_embed, load_strict, timm_vit
 
-        state, path = self._checkpoint()
-        module = timm_vit(
-            image_size=self.image_size,
-            patch_size=PATCH,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-        )
-        if "pos_embed" in state:
+        strip = ("module.", "model.", "encoder.")
+        state, path = self.hub.load(self.name, self.model_config, strip=strip, drop=self.drop_prefixes)
+        module = timm_vit(image_size=self.image_size, **self.vit_arch(), pos_embed=self.vit_pos_embed)
+        if "pos_embed" in state:  # dropped where the encoder has no table (scalemae)
             state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], self.grid_side, self.grid_side)
         load_strict(module, state, model=self.name, path=path)
         return module

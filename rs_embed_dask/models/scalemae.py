@@ -21,14 +21,15 @@ after the final LayerNorm, pooled = their mean (or max).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.models.satmae import PATCH, SatMAEEmbedder
+from rs_embed_dask.models.base import pool_grid
+from rs_embed_dask.models.satmae import SatMAEEmbedder
+from rs_embed_dask.models.vit import HubCheckpoint
 from rs_embed_dask.specs import OutputSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = ["ScaleMAEEmbedder"]
 
@@ -40,6 +41,15 @@ FILENAMES = ("model.safetensors", "pytorch_model.bin", "scalemae-vitlarge-800.pt
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DROP_PREFIXES = ("decoder", "mask_token", "fpn", "fcn_", "head.", "fc_norm.", "pos_embed")
+CHECKPOINT = HubCheckpoint(
+    repo=HF_REPO,
+    filename=HF_FILENAME,
+    revision=HF_REVISION,
+    env_var=ENV_VAR,
+    fmt="Scale-MAE encoder state dict (safetensors or torch.load weights_only=True); "
+    "decoder keys and pos_embed are dropped",
+    filenames=FILENAMES,
+)
 
 
 class ScaleMAEEmbedder(SatMAEEmbedder):
@@ -47,26 +57,17 @@ class ScaleMAEEmbedder(SatMAEEmbedder):
 
     ``model_config`` keys are those of ``satmae`` (``weights``, ``image_size``
     and the test-only ``depth``, ``embed_dim``, ``num_heads``); the weights
-    variable is ``$RS_EMBED_SCALEMAE_WEIGHTS``.
+    variable is ``$RS_EMBED_SCALEMAE_WEIGHTS``.  The ground sample distance
+    ``input_res_m`` is a side input (:meth:`side_inputs`), so inputs fetched
+    at different scales share a batch.
     """
 
     name = "scalemae"
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
-
-    def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__(model_config)
-        self._input_res_m: Any = None
-        self._scale_m: float | None = None
-
-    def _weights_info(self) -> dict[str, Any]:
-        return {
-            "source": f"huggingface: {HF_REPO}/{HF_FILENAME}",
-            "revision": HF_REVISION or "main (the reference pins none)",
-            "env_var": ENV_VAR,
-            "format": "Scale-MAE encoder state dict (safetensors or torch.load weights_only=True); "
-            "decoder keys and pos_embed are dropped",
-        }
+    hub = CHECKPOINT
+    drop_prefixes = DROP_PREFIXES
+    vit_pos_embed = "none"
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -76,73 +77,16 @@ class ScaleMAEEmbedder(SatMAEEmbedder):
         }
         return d
 
-    def _checkpoint(self) -> tuple[dict[str, Any], Any]:
-        from rs_embed_dask.models.vit import drop_keys
-        from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
-
-        path = find_weights(
-            self.name,
-            config=self.model_config,
-            env_var=ENV_VAR,
-            filenames=FILENAMES,
-            hf_repo=HF_REPO,
-            hf_filename=HF_FILENAME,
-            revision=HF_REVISION,
-        )
-        state = strip_prefix(load_state_dict(path), "module.", "model.", "encoder.")
-        return drop_keys(state, DROP_PREFIXES), path
-
-    def build_module(self) -> Any:
-        from rs_embed_dask.models.vit import load_strict, timm_vit
-
-        state, path = self._checkpoint()
-        module = timm_vit(
-            image_size=self.image_size,
-            patch_size=PATCH,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            pos_embed="none",
-        )
-        load_strict(module, state, model=self.name, path=path)
-        return module
-
     # -- GSD conditioning ------------------------------------------------------------
-    def embed_inputs(
-        self,
-        inputs: Sequence[np.ndarray],
-        *,
-        output: OutputSpec,
-        contexts: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Embedding]:
-        """Embed raw inputs; inputs are grouped by fetch scale, which conditions the positional embedding."""
+    def _default_scale_m(self) -> float:
+        return float(self.describe()["defaults"]["scale_m"])
+
+    def side_inputs(self, x: np.ndarray, context: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+        """``input_res_m``: the input's fetch scale (default 10 m) times ``min(H, W) / image_size``."""
         from rs_embed_dask.models.vit import scale_m_of
 
-        default = float(self.describe()["defaults"]["scale_m"])
-        scales = [scale_m_of(contexts[i] if contexts else None, default) for i in range(len(inputs))]
-        results: list[Embedding | None] = [None] * len(inputs)
-        by_scale: dict[float, list[int]] = {}
-        for i, s in enumerate(scales):
-            by_scale.setdefault(s, []).append(i)
-        with self._lock:  # the scale is read by forward_grid of the same call
-            for s, idx in by_scale.items():
-                self._scale_m = s
-                try:
-                    out = super().embed_inputs([inputs[i] for i in idx], output=output)
-                finally:
-                    self._scale_m = None
-                for i, emb in zip(idx, out, strict=True):
-                    emb.meta["input_res_m"] = s * min(np.shape(inputs[i])[-2:]) / self.image_size
-                    results[i] = emb
-        return [r for r in results if r is not None]
-
-    def preprocess(self, x: Any) -> Any:
-        import torch
-
-        scale = self._scale_m if self._scale_m is not None else float(self.describe()["defaults"]["scale_m"])
-        res = scale * min(int(x.shape[-2]), int(x.shape[-1])) / self.image_size
-        self._input_res_m = torch.full((x.shape[0],), res, dtype=torch.float32, device=x.device)
-        return super().preprocess(x)
+        scale = scale_m_of(context, self._default_scale_m())
+        return {"input_res_m": np.asarray(scale * min(np.shape(x)[-2:]) / self.image_size)}
 
     def forward_tokens(self, x: Any, input_res_m: Any) -> Any:
         """Patch tokens ``(B, N, D)`` of a model-ready batch with per-sample ground sample distances ``(B,)``."""
@@ -159,13 +103,22 @@ class ScaleMAEEmbedder(SatMAEEmbedder):
         t = m.blocks(m.pos_drop(t))
         return m.norm(t)[:, 1:]
 
-    def forward_grid(self, x: Any) -> Any:
+    def _grid(self, x: Any, input_res_m: Any) -> Any:
         from rs_embed_dask.models.vit import tokens_to_grid
 
-        res = self._input_res_m
-        if res is None or res.shape[0] != x.shape[0]:
-            raise RuntimeError(
-                "scalemae: preprocess must run before forward_grid (it sets the input resolution)"
-            )
         g = self.grid_side
-        return tokens_to_grid(self.forward_tokens(x, res), g, g)
+        return tokens_to_grid(self.forward_tokens(x, input_res_m), g, g)
+
+    def forward_grid(self, x: Any) -> Any:
+        """Grid of a model-ready batch taken as an ``image_size`` input fetched at the default scale.
+
+        :meth:`embed_inputs` passes each input's own ground sample distance
+        instead (:meth:`forward_with_sides`).
+        """
+        import torch
+
+        return self._grid(x, torch.full((x.shape[0],), self._default_scale_m(), device=x.device))
+
+    def forward_with_sides(self, x: Any, sides: Mapping[str, Any], output: OutputSpec) -> Any:
+        grid = self._grid(x, sides["input_res_m"])
+        return grid if output.mode == "grid" else pool_grid(grid, output.pooling)

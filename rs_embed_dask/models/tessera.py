@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from rs_embed_dask.errors import ModelError
-from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow
-from rs_embed_dask.models.precomputed import PrecomputedEmbedder
+from rs_embed_dask.geometry import GridWindow
+from rs_embed_dask.models.precomputed import PrecomputedEmbedder, reproject_nearest
 from rs_embed_dask.specs import SpatialSpec, TemporalSpec
 
 __all__ = ["TesseraEmbedder", "default_cache_dir"]
@@ -225,9 +225,6 @@ class TesseraEmbedder(PrecomputedEmbedder):
         self, window: GridWindow, spatial: SpatialSpec, temporal: TemporalSpec | None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Mosaic the tiles under ``window`` (any UTM zones) onto the common grid."""
-        from rasterio.enums import Resampling
-        from rasterio.warp import reproject
-
         if temporal is None or temporal.year is None:
             raise ModelError("tessera reads one product year: pass TemporalSpec.year(...).")
         year = int(temporal.year)
@@ -245,19 +242,8 @@ class TesseraEmbedder(PrecomputedEmbedder):
             if part is None:
                 continue
             src, transform = part
-            dst = np.full_like(out, np.nan)
-            reproject(
-                source=src,
-                destination=dst,
-                src_transform=transform,
-                src_crs=tile.crs,
-                src_nodata=np.nan,
-                dst_transform=window.transform,
-                dst_crs=WEB_MERCATOR,
-                dst_nodata=np.nan,
-                resampling=Resampling.nearest,
-                tolerance=0.0,  # exact transformer: the nearest pixel, not an approximation of it
-            )
+            # the exact transformer: the nearest pixel, not an approximation of it
+            dst = reproject_nearest(src, transform, tile.crs, window, tolerance=0.0)
             hole = np.isnan(out)
             out[hole] = dst[hole]
             used.append(name)

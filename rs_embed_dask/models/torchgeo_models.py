@@ -22,11 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_dask.errors import ModelError
-from rs_embed_dask.models.base import S2_SR, TorchEmbedder
-from rs_embed_dask.models.prithvi import embed_with_side_inputs
+from rs_embed_dask.models.base import S2_SR, TorchEmbedder, pool_grid
 from rs_embed_dask.models.weights import find_weights, load_state_dict
 from rs_embed_dask.specs import OutputSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = [
     "CROMAEmbedder",
@@ -146,13 +144,9 @@ class _TorchgeoEmbedder(TorchEmbedder):
     def describe(self) -> dict[str, Any]:
         """Bands, scale, dims, normalisation and weights of this configuration."""
         g = self.image_size // self.patch_size
+        inputs = {"collection": self.collection, "bands": list(self.bands)}
         return {
-            "model": self.name,
-            "type": "onthefly",
-            "backend": ["provider"],
-            "output": ["pooled", "grid"],
-            "inputs": {"collection": self.collection, "bands": list(self.bands)},
-            "defaults": {"scale_m": 10, "cloudy_pct": 30, "composite": "median", "image_size": self.image_size},
+            **self.describe_head(inputs, image_size=self.image_size),
             "embedding_dim": self.embedding_dim,
             "input_size": self.image_size,
             "grid": f"{self.grid_text}: ({self.embedding_dim}, {g}, {g}) at image_size {self.image_size}",
@@ -373,22 +367,23 @@ class CopernicusFMEmbedder(_TorchgeoEmbedder):
 
         return self._grid(x, torch.full((x.shape[0], 4), float("nan"), device=x.device))
 
-    def _side(self, x: np.ndarray, ctx: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+    def side_inputs(self, x: np.ndarray, context: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:
+        """ROI centre ``lonlat``, mid-window ``days`` since 1970 and the patch token's ``token_area_km2``."""
         lonlat = days = area = None
-        if ctx:
-            if ctx.get("spatial") is not None:
-                lonlat = np.array(ctx["spatial"].to_wgs84().center, dtype=np.float32)
-            if ctx.get("temporal") is not None:
-                a, b = ctx["temporal"].date_range()
+        if context:
+            if context.get("spatial") is not None:
+                lonlat = np.array(context["spatial"].to_wgs84().center, dtype=np.float32)
+            if context.get("temporal") is not None:
+                a, b = context["temporal"].date_range()
                 mid = a + (b - a) / 2
                 days = np.array([float((mid - date(1970, 1, 1)).days)], dtype=np.float32)
-            sensor = ctx.get("sensor")
+            sensor = context.get("sensor")
             if sensor is not None and x.ndim == 3:
                 token_m = 16 * float(sensor.scale_m) * x.shape[-2] / self.image_size
                 area = np.array([token_m**2 / 1e6], dtype=np.float32)
         return {"lonlat": lonlat, "days": days, "token_area_km2": area}
 
-    def _run(self, x: Any, sides: dict[str, Any], output: OutputSpec) -> Any:
+    def forward_with_sides(self, x: Any, sides: Mapping[str, Any], output: OutputSpec) -> Any:
         import torch
 
         b = x.shape[0]
@@ -399,15 +394,7 @@ class CopernicusFMEmbedder(_TorchgeoEmbedder):
              sides["token_area_km2"] if sides["token_area_km2"] is not None else nan], dim=1,
         )  # fmt: skip
         grid = self._grid(x, meta)
-        if output.mode == "grid":
-            return grid
-        return grid.amax(dim=(-2, -1)) if output.pooling == "max" else grid.mean(dim=(-2, -1))
-
-    def embed_inputs(
-        self, inputs: Sequence[np.ndarray], *, output: OutputSpec, contexts: Sequence[Mapping[str, Any]] | None = None
-    ) -> list[Embedding]:
-        """Embed with the per-ROI metadata (location, date, token area) when the context has it."""
-        return embed_with_side_inputs(self, inputs, output=output, contexts=contexts, side=self._side, run=self._run)
+        return grid if output.mode == "grid" else pool_grid(grid, output.pooling)
 
 
 def _s2_bands(name: str, bands: Any) -> tuple[str, ...]:

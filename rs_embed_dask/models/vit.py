@@ -1,19 +1,26 @@
 """Helpers shared by the ViT families (remoteclip, satmae, scalemae, dofa).
 
-Everything here works on ``torch`` tensors in ``(B, C, H, W)`` layout and is
-imported lazily by the model modules, so listing and describing models never
-imports torch.
+:class:`ViTEmbedder` is the base of the square-input ViTs (``image_size``,
+patch grid, test-only architecture overrides) and :class:`HubCheckpoint`
+says where a family's published checkpoint is found.  The tensor helpers
+work on ``torch`` tensors in ``(B, C, H, W)`` layout and import torch
+lazily, so listing and describing models never imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 from rs_embed_dask.errors import ModelError
+from rs_embed_dask.models.base import TorchEmbedder
 
 __all__ = [
     "S2_RGB",
+    "HubCheckpoint",
+    "ViTEmbedder",
     "check_int",
     "drop_keys",
     "load_strict",
@@ -37,6 +44,119 @@ def check_int(model: str, cfg: Mapping[str, Any], key: str, minimum: int = 1) ->
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ModelError(f"{model} model_config {key!r} must be an integer >= {minimum}; got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class HubCheckpoint:
+    """A checkpoint published on the Hugging Face hub, looked for locally first.
+
+    Attributes
+    ----------
+    repo, filename : str
+        The hub repository and the checkpoint file in it.
+    revision : str or None
+        The pinned revision; ``None`` follows ``main`` (the reference pins none).
+    env_var : str
+        The family's environment variable (a file, or a folder holding one of
+        ``filenames``).
+    fmt : str
+        What the file holds and what is dropped from it (``describe()``'s
+        ``weights["format"]``).
+    filenames : tuple of str
+        File names looked for in a folder; empty: ``(filename,)``.
+    """
+
+    repo: str
+    filename: str
+    revision: str | None
+    env_var: str
+    fmt: str
+    filenames: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """The ``weights`` entry of ``describe()``: source, revision, variable and format."""
+        return {
+            "source": f"huggingface: {self.repo}/{self.filename}",
+            "revision": self.revision or "main (the reference pins none)",
+            "env_var": self.env_var,
+            "format": self.fmt,
+        }
+
+    def find(self, model: str, config: Mapping[str, Any]) -> Path:
+        """The local checkpoint: ``config["weights"]``, ``$env_var``, else the hub (see ``find_weights``)."""
+        from rs_embed_dask.models.weights import find_weights
+
+        return find_weights(
+            model,
+            config=config,
+            env_var=self.env_var,
+            filenames=self.filenames or (self.filename,),
+            hf_repo=self.repo,
+            hf_filename=self.filename,
+            revision=self.revision,
+        )
+
+    def load(
+        self, model: str, config: Mapping[str, Any], *, strip: Sequence[str] = (), drop: Iterable[str] = ()
+    ) -> tuple[dict[str, Any], Path]:
+        """The checkpoint's state dict and its path (see :meth:`find`).
+
+        Key prefixes ``strip`` (wrappers such as ``"module."``) are removed
+        first, then the keys starting with any of ``drop`` (decoders, heads)
+        are left out.
+        """
+        from rs_embed_dask.models.weights import load_state_dict, strip_prefix
+
+        path = self.find(model, config)
+        return drop_keys(strip_prefix(load_state_dict(path), *strip), drop), path
+
+
+class ViTEmbedder(TorchEmbedder):
+    """A ViT on square ``image_size`` inputs cut into ``patch_size`` patches.
+
+    :meth:`configure_vit` reads ``image_size`` and the test-only architecture
+    overrides from ``model_config``; ``input_prep`` tiles to ``image_size``.
+    """
+
+    patch_size: ClassVar[int] = 16
+    image_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+    def configure_vit(self, embed_dim: int, depth: int, num_heads: int) -> None:
+        """Set ``image_size`` (a multiple of ``patch_size``, default 224) and the architecture.
+
+        ``model_config`` keys ``depth``, ``embed_dim`` and ``num_heads``
+        override the given defaults (tests and smoke runs only).
+        """
+        cfg, p = self.model_config, self.patch_size
+        self.image_size = check_int(self.name, cfg, "image_size", p) or 224
+        if self.image_size % p:
+            raise ModelError(
+                f"{self.name} model_config 'image_size' must be a multiple of {p}; got {self.image_size}"
+            )
+        self.depth = check_int(self.name, cfg, "depth", 1) or depth
+        self.embed_dim = check_int(self.name, cfg, "embed_dim", 4) or embed_dim
+        self.num_heads = check_int(self.name, cfg, "num_heads", 1) or num_heads
+
+    @property
+    def grid_side(self) -> int:
+        """Patch tokens per side."""
+        return self.image_size // self.patch_size
+
+    def vit_arch(self) -> dict[str, int]:
+        """``patch_size``, ``embed_dim``, ``depth`` and ``num_heads``, as keyword arguments of a ViT constructor."""
+        return {
+            "patch_size": self.patch_size,
+            "embed_dim": self.embed_dim,
+            "depth": self.depth,
+            "num_heads": self.num_heads,
+        }
+
+    def resolve_input_size(self) -> int | None:
+        """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
+        return self.image_size
 
 
 def check_choice(model: str, cfg: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:

@@ -52,7 +52,9 @@ def split_date_range(start: date, end: date, n: int) -> list[tuple[date, date]]:
 class Provider:
     """Base class of data providers.
 
-    Subclasses set the class variables and implement :meth:`fetch_window`.
+    Subclasses set the class variables and implement :meth:`fetch_window`;
+    those that fetch several time bins more cheaply together than one by one
+    also override :meth:`fetch_frames`.
 
     Attributes
     ----------
@@ -136,28 +138,27 @@ class Provider:
         FetchResult
         """
         window = grid_window(spatial, sensor.scale_m)
-        frames: list[tuple[date, date] | None]
         if n_frames is None:
-            frames = [temporal.date_range() if temporal is not None else None]
+            dates = temporal.date_range() if temporal is not None else None
+            arr, m = self.fetch_window(window, dates, sensor)
+            data, meta = self._finish(arr, sensor, window), dict(m)
         else:
             if temporal is None:
                 raise ProviderError(f"A {n_frames}-frame fetch needs a temporal range.")
-            frames = list(split_date_range(*temporal.date_range(), int(n_frames)))
-        arrays = []
-        meta: dict[str, Any] = {}
-        for fr in frames:
-            arr, m = self.fetch_window(window, fr, sensor)
-            arrays.append(self._finish(arr, sensor, window))
-            meta.update(m)
-        data = arrays[0] if n_frames is None else np.stack(arrays, axis=0)
+            bins = split_date_range(*temporal.date_range(), int(n_frames))
+            arrays, meta = self.fetch_frames(window, bins, sensor)
+            data = np.stack([self._finish(a, sensor, window) for a in arrays], axis=0)
+            details = meta.get("frames") or [{} for _ in bins]
+            meta["frames"] = [
+                {"start": a.isoformat(), "end": b.isoformat(), **d}
+                for (a, b), d in zip(bins, details, strict=True)
+            ]
         meta.update(
             provider=self.name,
             grid=window.to_dict(),
             bands=list(sensor.bands),
             collection=sensor.collection,
         )
-        if n_frames is not None:
-            meta["frames"] = [{"start": a.isoformat(), "end": b.isoformat()} for a, b in frames]  # type: ignore[misc]
         return FetchResult(data=data, meta=meta)
 
     def fetch_window(
@@ -169,6 +170,26 @@ class Provider:
         the metadata common to every provider.
         """
         raise NotImplementedError
+
+    def fetch_frames(
+        self, window: GridWindow, bins: list[tuple[date, date]], sensor: SensorSpec
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Return one ``(C, H, W)`` composite of ``window`` per time bin, and the fetch metadata.
+
+        ``bins`` are consecutive end-exclusive ranges covering the requested
+        range.  The default fetches each bin with :meth:`fetch_window` and
+        merges their metadata; providers that search the whole range once and
+        composite it per bin override this.  A ``"frames"`` entry in the
+        metadata, one dict per bin, adds details to the ``start``/``end``
+        entries :meth:`fetch` writes.
+        """
+        arrays: list[np.ndarray] = []
+        meta: dict[str, Any] = {}
+        for dates in bins:
+            arr, m = self.fetch_window(window, dates, sensor)
+            arrays.append(arr)
+            meta.update(m)
+        return arrays, meta
 
     @staticmethod
     def _finish(arr: np.ndarray, sensor: SensorSpec, window: GridWindow) -> np.ndarray:

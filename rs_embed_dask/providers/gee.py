@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_dask.errors import ProviderError, RSEmbedWarning, TransientProviderError
-from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, grid_window, split_window
+from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, split_window
 from rs_embed_dask.pipeline import run_with_retry
 from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers import gee_images as gi
-from rs_embed_dask.providers.base import FetchResult, Provider, split_date_range
-from rs_embed_dask.specs import SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_SIDE", "GEEProvider", "decode_pixels", "pixel_grid"]
 
@@ -306,27 +306,18 @@ class GEEProvider(Provider):
             raise self._empty_error(query, window) from failure
         raise failure
 
-    def fetch(
-        self,
-        spatial: SpatialSpec,
-        temporal: TemporalSpec | None,
-        sensor: SensorSpec,
-        *,
-        n_frames: int | None = None,
-    ) -> FetchResult:
-        """As :meth:`Provider.fetch`; ``n_frames`` bins follow rs-embed's empty-bin rule.
+    def fetch_frames(
+        self, window: GridWindow, bins: list[tuple[date, date]], sensor: SensorSpec
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Per-bin composites (see :meth:`Provider.fetch_frames`) with rs-embed's empty-bin rule.
 
         The scenes of every bin are counted in one request; an empty bin is
         back-filled with the composite of the whole window (and flagged
         ``empty`` in ``meta["frames"]``), a window without any scene is a
         :class:`ProviderError`.
         """
-        if n_frames is None or temporal is None:
-            return super().fetch(spatial, temporal, sensor, n_frames=n_frames)
         self.ensure_ready()
-        window = grid_window(spatial, sensor.scale_m)
-        whole = temporal.date_range()
-        bins = split_date_range(*whole, int(n_frames))
+        whole = (bins[0][0], bins[-1][1])
         bands = gi.resolve_band_aliases(sensor.collection, tuple(sensor.bands))
         queries = [self._query(sensor, b, window) for b in bins]
         counts = self._size([q.collection for q in queries])
@@ -343,7 +334,7 @@ class GEEProvider(Provider):
                     backfill = self.fetch_window(window, whole, sensor)
                     n_req += int(backfill[1]["n_requests"])
                 arr, m = backfill
-            frames.append(self._finish(arr, sensor, window))
+            frames.append(arr)
             metas.append(m)
         n_empty = sum(1 for n in counts if n == 0)
         if n_empty:
@@ -351,22 +342,15 @@ class GEEProvider(Provider):
                 f"gee: {n_empty} of {len(bins)} time bins have no scene and repeat the whole-window "
                 f"composite ({sensor.collection}, {whole[0]}..{whole[1]}).",
                 RSEmbedWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of ``fetch``
             )
         meta = dict(metas[-1])
         meta.update(
-            provider=self.name,
-            grid=window.to_dict(),
-            bands=list(sensor.bands),
-            collection=sensor.collection,
-            frames=[
-                {"start": a.isoformat(), "end": b.isoformat(), "n_images": int(n), "empty": n == 0}
-                for (a, b), n in zip(bins, counts, strict=True)
-            ],
+            frames=[{"n_images": int(n), "empty": n == 0} for n in counts],
             n_empty=n_empty,
             n_requests=n_req,
         )
-        return FetchResult(data=np.stack(frames, axis=0), meta=meta)
+        return frames, meta
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()) if v is not None)

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from rs_embed_dask.errors import ProviderError, TransientProviderError
-from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, grid_window
-from rs_embed_dask.providers.base import FetchResult, Provider, split_date_range
-from rs_embed_dask.specs import SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow
+from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["CATALOGS", "StacProvider", "asset_key", "stac_collection"]
 
@@ -510,24 +510,15 @@ class StacProvider(Provider):
         out = self._units(self.composite(stack, sensor.composite), sensor, filters["collection"])
         return out, self._meta(sensor, dates, filters, items, times)
 
-    def fetch(
-        self,
-        spatial: SpatialSpec,
-        temporal: TemporalSpec | None,
-        sensor: SensorSpec,
-        *,
-        n_frames: int | None = None,
-    ) -> FetchResult:
-        """Fetch a ROI on the common grid (see :meth:`Provider.fetch`).
+    def fetch_frames(
+        self, window: GridWindow, bins: list[tuple[date, date]], sensor: SensorSpec
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Per-bin composites (see :meth:`Provider.fetch_frames`) from one search and load.
 
-        Multi-frame requests search and load the whole range once, then
-        composite each bin; empty bins get the whole-range composite.
+        The whole range is searched and loaded once, then composited per
+        bin; empty bins get the whole-range composite.
         """
-        if n_frames is None or temporal is None:
-            return super().fetch(spatial, temporal, sensor, n_frames=n_frames)
-        window = grid_window(spatial, sensor.scale_m)
-        rng = temporal.date_range()
-        bins = split_date_range(*rng, int(n_frames))
+        rng = (bins[0][0], bins[-1][1])
         items, filters = self.search(window, rng, sensor)
         stack, times = self.load(items, window, sensor)
         days = [np.datetime64(t, "D").astype(object) for t in times]
@@ -542,21 +533,10 @@ class StacProvider(Provider):
                 if whole is None:
                     whole = self.composite(stack, sensor.composite)
                 arr = whole
-            arr = self._units(arr, sensor, filters["collection"])
-            frames.append(self._finish(arr, sensor, window))
+            frames.append(self._units(arr, sensor, filters["collection"]))
         meta = self._meta(sensor, rng, filters, items, times)
-        meta.update(
-            provider=self.name,
-            grid=window.to_dict(),
-            bands=list(sensor.bands),
-            collection=sensor.collection,
-            frames=[
-                {"start": a.isoformat(), "end": b.isoformat(), "empty": i in empty}
-                for i, (a, b) in enumerate(bins)
-            ],
-            n_empty=len(empty),
-        )
-        return FetchResult(data=np.stack(frames, axis=0), meta=meta)
+        meta.update(frames=[{"empty": i in empty} for i in range(len(bins))], n_empty=len(empty))
+        return frames, meta
 
     def _meta(
         self,

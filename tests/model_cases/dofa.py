@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from model_cases import ModelCase
-from model_cases._vit_common import raw_tile
+from model_cases._vit_common import raw_tile, vit_case
 
 TINY: dict[str, Any] = {"image_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}
 # DOFA's Sentinel-2 statistics (0..255 scale) for B4, B3, B2, B5, B6, B7, B8, B11, B12
@@ -56,14 +55,9 @@ def dofa_golden(raw: np.ndarray) -> np.ndarray:
 _RAW = raw_tile(9, 32)
 
 CASES = {
-    "dofa": ModelCase(
-        config={},
-        input_hw=(32, 32),
-        raw=_RAW,
-        expected=dofa_golden(_RAW),
-        setup=_setup,
+    "dofa": vit_case(
+        _RAW, dofa_golden(_RAW), _setup,
         pooled_is_not_grid_mean="DOFA's global pool applies the encoder LayerNorm to the mean of the patch "
         "tokens (as rs-embed's fc_norm), so the pooled vector is a normalised grid mean",
-        atol=1e-4,
     ),
-}
+}  # fmt: skip

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from model_cases import ModelCase
-from model_cases._vit_common import raw_tile, rgb_golden
+from model_cases._vit_common import raw_tile, rgb_golden, vit_case
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,14 +44,10 @@ def _setup(directory: Path) -> dict[str, Any]:
 _RAW = raw_tile(3, 64)
 
 CASES = {
-    "remoteclip": ModelCase(
-        config={},
+    "remoteclip": vit_case(
+        _RAW, rgb_golden(_RAW, CLIP_MEAN, CLIP_STD), _setup,
         input_hw=(70, 64),
-        raw=_RAW,
-        expected=rgb_golden(_RAW, CLIP_MEAN, CLIP_STD),
-        setup=_setup,
         pooled_is_not_grid_mean="pooled is the CLIP image projection of the class token (encode_image), "
         "not an average of the patch tokens",
-        atol=1e-4,
     ),
-}
+}  # fmt: skip

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from model_cases import ModelCase
-from model_cases._vit_common import raw_tile, rgb_golden
-from model_cases.satmae import TINY, mae_state
+from model_cases.satmae import TINY, mae_case, mae_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -21,16 +19,4 @@ def _setup(directory: Path) -> dict[str, Any]:
     return {"weights": str(directory), **TINY}
 
 
-_RAW = raw_tile(3, 32)
-
-CASES = {
-    "scalemae": ModelCase(
-        config={},
-        input_hw=(32, 32),
-        raw=_RAW,
-        expected=rgb_golden(_RAW, IMAGENET_MEAN, IMAGENET_STD),
-        setup=_setup,
-        exact_pooling=[({}, (32, 32)), ({}, (48, 40)), ({"image_size": 64}, (64, 64))],
-        atol=1e-4,
-    ),
-}
+CASES = {"scalemae": mae_case(IMAGENET_MEAN, IMAGENET_STD, _setup, (48, 40))}
