@@ -4,7 +4,7 @@ Every chunk's ROIs travel to three tasks (fetch, inference, write), and the
 scheduler keeps each task message in its recent-message log (a thousand per
 worker by default).  As a list of ``BBox``/``PointBuffer`` objects a chunk of
 a thousand ROIs pickles into thousands of objects; as one float array it is
-one buffer of 32 bytes a ROI, so the client of a continental export stays
+a few arrays of about 40 bytes a ROI, so the client of a continental export stays
 small while the log fills.
 """
 
