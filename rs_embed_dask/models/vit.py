@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from rs_embed_dask.errors import ModelError
 from rs_embed_dask.models.base import TorchEmbedder
@@ -20,6 +20,7 @@ from rs_embed_dask.models.base import TorchEmbedder
 __all__ = [
     "S2_RGB",
     "HubCheckpoint",
+    "ViTArch",
     "ViTEmbedder",
     "check_int",
     "drop_keys",
@@ -111,6 +112,15 @@ class HubCheckpoint:
         return drop_keys(strip_prefix(load_state_dict(path), *strip), drop), path
 
 
+class ViTArch(TypedDict):
+    """The architecture keywords of a ViT constructor (timm's, torchgeo's)."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
 class ViTEmbedder(TorchEmbedder):
     """A ViT on square ``image_size`` inputs cut into ``patch_size`` patches.
 
@@ -145,14 +155,11 @@ class ViTEmbedder(TorchEmbedder):
         """Patch tokens per side."""
         return self.image_size // self.patch_size
 
-    def vit_arch(self) -> dict[str, int]:
+    def vit_arch(self) -> ViTArch:
         """``patch_size``, ``embed_dim``, ``depth`` and ``num_heads``, as keyword arguments of a ViT constructor."""
-        return {
-            "patch_size": self.patch_size,
-            "embed_dim": self.embed_dim,
-            "depth": self.depth,
-            "num_heads": self.num_heads,
-        }
+        return ViTArch(
+            patch_size=self.patch_size, embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads
+        )
 
     def resolve_input_size(self) -> int | None:
         """The configured backbone input (``image_size``), which ``input_prep`` tiles to."""
