@@ -12,14 +12,13 @@ that point at them; no model is skipped for lack of weights.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cases import collect_cases
 
 __all__ = ["ModelCase", "collect"]
 
@@ -68,11 +67,4 @@ class ModelCase:
 
 def collect() -> dict[str, ModelCase]:
     """Every ``CASES`` dict of this package's modules, merged (duplicates are an error)."""
-    cases: dict[str, ModelCase] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for name, case in getattr(module, "CASES", {}).items():
-            if name in cases:
-                raise RuntimeError(f"model case {name!r} is defined twice (in {info.name})")
-            cases[name] = case
-    return cases
+    return collect_cases(__name__, __path__, "model")

@@ -12,10 +12,10 @@ under ``tmp_path``; ``gee``: installs the fake Earth Engine boundary).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from _cases import collect_cases
 
 from rs_embed_dask.specs import SensorSpec
 
@@ -26,11 +26,4 @@ ProviderCase = Callable[[Any, Sequence[Any]], tuple[dict[str, Any], SensorSpec]]
 
 def collect() -> dict[str, ProviderCase]:
     """Every ``CASES`` dict of this package's modules, merged (duplicates are an error)."""
-    cases: dict[str, ProviderCase] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for name, make in getattr(module, "CASES", {}).items():
-            if name in cases:
-                raise RuntimeError(f"provider case {name!r} is defined twice (in {info.name})")
-            cases[name] = make
-    return cases
+    return collect_cases(__name__, __path__, "provider")
