@@ -120,6 +120,27 @@ def _manifest(
     )
 
 
+def _entry(m: Any, statics: dict[str, Any], inputs: Any) -> dict[str, Any]:
+    """The opening fields of a model's manifest entry, in rs-embed's order."""
+    return {
+        "model": m.name,
+        "sensor": jsonable(m.sensor),
+        "status": "ok",
+        "describe": statics.get(m.name, {}).get("describe", {}),
+        "inputs": inputs,
+    }
+
+
+def _record_failures(entry: dict[str, Any], n_ok: int, failed: list[int], errs: dict[str, str]) -> None:
+    """Status, failed indices and errors of a model's entry (a model-level error when all failed)."""
+    entry["status"] = "ok" if not failed else ("failed" if n_ok == 0 else "partial")
+    if failed:
+        entry["failed_indices"] = failed
+        entry["errors_by_index"] = errs
+        if n_ok == 0:
+            entry["error"] = errs[str(failed[0])]
+
+
 def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[str, Any]) -> dict[str, Any]:
     """The store is the export: a manifest that points into it, built without per-item lists.
 
@@ -136,25 +157,13 @@ def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[st
         mkey = sanitize_key(m.name)
         group = f"models/{mkey}"
         key = plan.input_key_of(m.name)
-        entry: dict[str, Any] = {
-            "model": m.name,
-            "sensor": jsonable(m.sensor),
-            "status": "ok",
-            "describe": statics.get(m.name, {}).get("describe", {}),
-            "inputs": {"zarr_array": f"inputs/{key}/data"} if key and cfg.save_inputs else None,
-            "embeddings": None,
-            "metas": None,
-        }
+        entry = _entry(m, statics, {"zarr_array": f"inputs/{key}/data"} if key and cfg.save_inputs else None)
+        entry.update(embeddings=None, metas=None)
         if cfg.save_embeddings and f"{group}/status" in root:
             n_ok, errs, failed = _failures(store_path, group, n)
             entry["embeddings"] = {"zarr_array": f"{group}/embeddings"} if n_ok else None
             entry["metas"] = {"zarr_array": f"{group}/meta"}
-            entry["status"] = "ok" if not failed else ("failed" if n_ok == 0 else "partial")
-            if failed:
-                entry["failed_indices"] = failed
-                entry["errors_by_index"] = errs
-                if n_ok == 0:
-                    entry["error"] = errs[str(failed[0])]
+            _record_failures(entry, n_ok, failed, errs)
         elif cfg.save_embeddings:
             entry["status"] = "failed" if n else "ok"
         entries.append(entry)
@@ -185,13 +194,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     for m in plan.models:
         mkey = sanitize_key(m.name)
         group = f"models/{mkey}"
-        entry: dict[str, Any] = {
-            "model": m.name,
-            "sensor": jsonable(m.sensor),
-            "status": "ok",
-            "describe": statics.get(m.name, {}).get("describe", {}),
-            "inputs": input_refs.get(m.name),
-        }
+        entry = _entry(m, statics, input_refs.get(m.name))
         if not cfg.save_embeddings:
             entry.update(embeddings=None, metas=None)
             entries.append(entry)
@@ -216,12 +219,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         else:
             entry["embeddings"] = None
         entry["metas"] = [json.loads(s) if s else None for s in metas_raw]
-        entry["status"] = "ok" if not failed else ("failed" if ok.size == 0 else "partial")
-        if failed:
-            entry["failed_indices"] = failed
-            entry["errors_by_index"] = {str(i): str(errors[i]) or "not computed" for i in failed}
-            if ok.size == 0:
-                entry["error"] = str(errors[failed[0]]) or "every item failed"
+        _record_failures(entry, int(ok.size), failed, {str(i): str(errors[i]) or "not computed" for i in failed})
         entries.append(entry)
     man = _manifest(plan, attrs, entries, n, spatials, list(arrays))
     if plan.fmt == "netcdf":
