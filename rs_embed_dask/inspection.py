@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_dask.serialization import jsonable
+
 __all__ = ["input_inspection", "inspect_chw"]
 
 QUANTILES = (0.01, 0.5, 0.99)
@@ -127,8 +129,6 @@ def input_inspection(x: np.ndarray, sensor: Any, *, name: str) -> dict[str, Any]
                 frame = t
                 break
         chw = arr[frame]
-    from rs_embed_dask.serialization import jsonable
-
     report = inspect_chw(chw, name=name, fill_value=fill)
     return {
         "ok": report["ok"],

@@ -78,6 +78,8 @@ def _proj_weights() -> np.ndarray:
 
 
 class _Toy(Embedder):
+    dim = 0
+
     def describe(self) -> dict[str, Any]:
         return {
             "type": "onthefly",
@@ -87,8 +89,6 @@ class _Toy(Embedder):
             "defaults": {"scale_m": 10},
             "embedding_dim": self.dim,
         }
-
-    dim = 0
 
     def compute(self, x: np.ndarray, output: OutputSpec) -> np.ndarray:
         raise NotImplementedError

@@ -7,6 +7,7 @@ are built once per process and never travel through the graph.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -78,14 +79,6 @@ def process_semaphore(name: str, max_leases: int) -> Any:
         return sem
 
 
-class _NullLease:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def fetch_chunk(
     model: ResolvedModel,
     key: str,
@@ -110,7 +103,7 @@ def fetch_chunk(
 
     def one(sp: Any) -> Any:
         def call() -> Any:
-            with semaphore if semaphore is not None else _NullLease():
+            with semaphore if semaphore is not None else contextlib.nullcontext():
                 return fetch_input(model, sp, temporal, provider_options=provider_options)
 
         return run_with_retry(call, retries=max_retries, backoff_s=backoff_s)
@@ -199,7 +192,7 @@ def infer_chunk(
 
             def read(items: list[int]) -> list[Any]:
                 def call() -> list[Any]:
-                    with semaphore if semaphore is not None else _NullLease():
+                    with semaphore if semaphore is not None else contextlib.nullcontext():
                         return emb.embed_spatials(
                             [spatials[i] for i in items], temporal=temporal, output=output, sensor=model.sensor
                         )
