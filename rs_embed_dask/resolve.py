@@ -53,12 +53,20 @@ def normalize_spatial(spatial: Any) -> SpatialSpec:
     ModelError
         When ``spatial`` is not a BBox or PointBuffer (rs-embed's type).
     SpecError
-        When its values are invalid.
+        When its values are invalid, including a PointBuffer centre outside
+        [-180, 180] x [-90, 90] (``PointBuffer.validate`` lets it pass, as
+        rs-embed's does, but no grid window exists for it).
     """
     if not isinstance(spatial, (BBox, PointBuffer)):
         raise ModelError(f"Invalid spatial spec type: {type(spatial)}")
     spatial.validate()
-    return spatial.to_wgs84()
+    out = spatial.to_wgs84()
+    if isinstance(out, PointBuffer) and not (-180.0 <= out.lon <= 180.0 and -90.0 <= out.lat <= 90.0):
+        raise SpecError(
+            f"PointBuffer centre out of range: lon must be in [-180, 180] and lat in [-90, 90]; "
+            f"got lon={out.lon}, lat={out.lat}."
+        )
+    return out
 
 
 def normalize_temporal(temporal: Any) -> TemporalSpec | None:

@@ -465,3 +465,13 @@ def test_export_config_effective_sizes():
     assert ExportConfig(format="NPZ").normalized_format == "npz"
     with pytest.raises(ModelError, match=r"ExportConfig\.chunk_size"):
         ExportConfig(chunk_size=0).validate()
+
+
+def test_api_boundary_refuses_a_point_off_the_globe() -> None:
+    from rs_embed_dask.resolve import normalize_spatial
+
+    with pytest.raises(SpecError, match=r"lat in \[-90, 90\]; got lon=8, lat=95"):
+        normalize_spatial(PointBuffer(8, 95, 100))
+    with pytest.raises(SpecError, match=r"lon must be in \[-180, 180\]"):
+        normalize_spatial(PointBuffer(181, 0, 100))
+    assert normalize_spatial(PointBuffer(8, 47, 100)) == PointBuffer(8, 47, 100)
