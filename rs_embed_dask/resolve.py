@@ -20,6 +20,7 @@ from typing import Any
 from rs_embed_dask.errors import ModelError, ProviderError, SpecError
 from rs_embed_dask.registry import canonical_model_name, get_model_class, get_provider_class
 from rs_embed_dask.specs import BBox, FetchSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.worker_setup import tune_malloc_for_inference
 
 __all__ = [
     "ResolvedModel",
@@ -362,6 +363,7 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
         cls.check_available()
         if dev == "cpu":
             configure_cpu_threads()
+        tune_malloc_for_inference()
         emb.load(dev)
         LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1
         _EMBEDDERS[key] = emb

@@ -268,6 +268,17 @@ def test_model_loaded_once_per_worker_process(client: Any, tmp_path: Path, load_
         assert c.get("rcf_b", 0) == (1 if str(pids[addr]) in infer_pids else 0), (addr, c)
 
 
+def test_inference_workers_reuse_heap_memory_for_activations(client: Any, reference: dict[str, np.ndarray]) -> None:
+    from rs_embed_dask.worker_setup import INFERENCE_MALLOC, malloc_tuning
+
+    tuned = client.run(malloc_tuning, workers=worker_addrs(client, "gpu"))
+    env = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_", workers=worker_addrs(client, "gpu"))
+    assert all(v is not None for v in env.values()), env  # the nanny's fixed threshold is in force
+    # the reference export loaded the model on every inference worker it ran on
+    assert any(t == INFERENCE_MALLOC for t in tuned.values()), tuned
+    assert all(t in (None, INFERENCE_MALLOC) for t in tuned.values()), tuned
+
+
 # -- 3. fetch on io workers, inference on gpu workers; no resources also works ----------------------
 def test_tasks_run_on_workers_with_their_resource(
     client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
