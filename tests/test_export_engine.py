@@ -541,6 +541,45 @@ def test_streamed_resume_after_a_broken_stream_runs_only_unfinished_chunks(
     np.testing.assert_array_equal(arrays["inputs_bchw__rcf"], reference["inputs_bchw__rcf"][:12])
 
 
+def test_combined_npz_parts_written_by_write_tasks_and_lost_parts_redone(
+    client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
+) -> None:
+    """Write tasks deflate each finished chunk into a part of the final NPZ; a lost or damaged part is redone."""
+    from rs_embed_dask.export.npz_parts import parts_dir
+
+    out = str(tmp_path / "parts.npz")
+    store = out + ".work.zarr"
+    rois = ROIS[:12]
+
+    def broken() -> Iterator[PointBuffer]:
+        yield from rois[:8]
+        deadline = time.monotonic() + 60
+        while n_done(store, 12) < 2 * CHUNK and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise RuntimeError("the stream broke")
+
+    with pytest.raises(RuntimeError, match="the stream broke"):
+        run(client, broken(), ExportTarget.combined(out))
+    wait_until_idle(client)
+    pdir = parts_dir(store)
+    subs = sorted(os.listdir(pdir))  # one folder per dense store array: the input and the embeddings
+    assert len(subs) == 2
+    assert subs[0].startswith("inputs__")
+    assert subs[0].endswith("__data")
+    assert subs[1] == "models__rcf__embeddings"
+    for sub in subs:
+        assert {"000000000000.part", "000000000004.part"} <= set(os.listdir(os.path.join(pdir, sub)))
+    os.remove(os.path.join(pdir, subs[0], "000000000000.part"))  # lost
+    with open(os.path.join(pdir, "models__rcf__embeddings", "000000000004.part"), "r+b") as f:
+        f.truncate(12)  # damaged
+
+    man = run(client, iter(rois), ExportTarget.combined(out), resume=True)
+    assert man["status"] == "ok"
+    assert not os.path.exists(pdir)
+    assert not os.path.exists(store)
+    assert_bitwise_equal(load_npz(out), {k: v[:12] for k, v in reference.items()})
+
+
 def test_streamed_resume_reuses_only_chunks_of_the_same_rois(
     client: Any, tmp_path: Path, reference: dict[str, np.ndarray]
 ) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from rs_embed_dask.export import tasks
 from rs_embed_dask.export.blocks import as_block
+from rs_embed_dask.export.npz_parts import parts_dir
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
@@ -383,6 +384,8 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
                 )
         if not reuse:
             shutil.rmtree(store_path)
+    if not os.path.exists(store_path):  # parts belong to the store they were written with
+        shutil.rmtree(parts_dir(store_path), ignore_errors=True)
     statuses: list[Any] = []
     if os.path.exists(store_path):
         groups = [f"models/{sanitize_key(m.name)}" for m in plan.models] if plan.config.save_embeddings else [f"inputs/{k}" for k in plan.inputs]
@@ -459,6 +462,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
             save_inputs=cfg.save_inputs,
             max_retries=cfg.max_retries,
             backoff_s=cfg.retry_backoff_s,
+            npz_parts=plan.fmt == "npz",
             key=sub._key("write", start),
             resources=sub.io,  # IO work: never on the inference workers, which hold the model's cores
             pure=False,

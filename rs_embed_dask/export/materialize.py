@@ -16,6 +16,7 @@ import numpy as np
 
 from rs_embed_dask.export import store as st
 from rs_embed_dask.export.manifest import combined_manifest
+from rs_embed_dask.export.npz_parts import parts_dir, write_npz_from_parts
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
 
 __all__ = ["finalize_combined"]
@@ -42,8 +43,10 @@ def _item(store_path: str, group: str, data_name: str, i: int, status: int) -> A
     return _dask(store_path, f"{group}/{data_name}")[i]
 
 
-def _inputs(store_path: str, plan: Any, n: int, arrays: dict[str, Any]) -> dict[str, Any]:
-    """Add input arrays; return the manifest ``inputs`` ref per model."""
+def _inputs(
+    store_path: str, plan: Any, n: int, arrays: dict[str, Any], parts: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """Add input arrays (and the store arrays of dense ones to ``parts``); return the manifest ``inputs`` ref per model."""
     refs: dict[str, Any] = {}
     for key, spec in plan.inputs.items():
         if not plan.config.save_inputs:
@@ -69,6 +72,8 @@ def _inputs(store_path: str, plan: Any, n: int, arrays: dict[str, Any]) -> dict[
             k = f"inputs_bchw__{owner}"
             if ok.size < n:
                 data = data[ok]
+            else:
+                parts[k] = (store_path, f"{group}/data")
             arrays[k] = data
             ref = {"npz_key": k, "shape": list(data.shape), "dtype": str(data.dtype)}
             if ok.size < n:
@@ -177,7 +182,7 @@ def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[st
 
 def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     """Write the combined export's files from the working store and return its manifest."""
-    from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
+    from rs_embed_dask.export.writers import write_json, write_netcdf
 
     cfg = plan.config
     root = st.open_root(store_path, mode="r+")
@@ -188,7 +193,8 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         return _finalize_zarr(plan, store_path, n, root, attrs)
     spatials = [json.loads(s) for s in _col(store_path, "spatials", n)]
     arrays: dict[str, Any] = {}
-    input_refs = _inputs(store_path, plan, n, arrays)
+    parts: dict[str, tuple[str, str]] = {}
+    input_refs = _inputs(store_path, plan, n, arrays, parts)
     statics = {m["name"]: m for m in attrs.get("models", [])}
     entries: list[dict[str, Any]] = []
     for m in plan.models:
@@ -208,6 +214,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
             data = _dask(store_path, f"{group}/embeddings")[:n]
             k = f"embeddings__{mkey}"
             arrays[k] = data
+            parts[k] = (store_path, f"{group}/embeddings")
             entry["embeddings"] = {"npz_key": k, "shape": list(data.shape), "dtype": "float32"}
         elif ok.size:
             keys = []
@@ -229,8 +236,9 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
             {"created_at": man["created_at"], "backend": plan.backend, "device": plan.device, "n_items": n},
         )
     else:
-        write_npz(plan.out_file, arrays)
+        write_npz_from_parts(plan.out_file, arrays, parts)
     if man.get("manifest_path"):
         write_json(man["manifest_path"], man)
     shutil.rmtree(store_path, ignore_errors=True)
+    shutil.rmtree(parts_dir(store_path), ignore_errors=True)
     return man

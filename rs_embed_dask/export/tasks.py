@@ -19,6 +19,7 @@ import numpy as np
 
 from rs_embed_dask.errors import ModelError, ProviderError
 from rs_embed_dask.export import store as st
+from rs_embed_dask.export.npz_parts import write_part
 from rs_embed_dask.pipeline import embed_batch, fetch_input, run_with_retry
 from rs_embed_dask.resolve import ResolvedModel, get_embedder
 from rs_embed_dask.serialization import jsonable
@@ -263,15 +264,17 @@ def _write_group(
     capacity: int,
     chunk_size: int,
     write_data: bool,
+    npz_parts: bool = False,
 ) -> np.ndarray:
     n = len(values)
     status = np.array([st.FAILED if v is None else st.OK for v in values], dtype=np.int8)
     if write_data:
         dense_shape = _first_shape(values)
         if dense_shape is not None:
+            name = f"{group}/data" if group.startswith("inputs/") else f"{group}/embeddings"
             arr = st.ensure_array(
                 store_path,
-                f"{group}/data" if group.startswith("inputs/") else f"{group}/embeddings",
+                name,
                 item_shape=dense_shape,
                 capacity=capacity,
                 chunk_size=chunk_size,
@@ -289,6 +292,8 @@ def _write_group(
                     st.write_ragged(store_path, group, start + i, np.asarray(v, dtype=np.float32))
                     status[i] = st.OK_RAGGED
             arr[start : start + n] = block
+            if npz_parts:
+                write_part(store_path, name, start, block)
     st.write_column(
         store_path,
         f"{group}/error",
@@ -323,8 +328,14 @@ def write_chunk_combined(
     save_inputs: bool,
     max_retries: int = 0,
     backoff_s: float = 0.0,
+    npz_parts: bool = False,
 ) -> dict[str, Any]:
-    """Write one chunk's region of the store; statuses last (they mark the chunk done)."""
+    """Write one chunk's region of the store; statuses last (they mark the chunk done).
+
+    With ``npz_parts`` (an NPZ target) the dense rows are also deflated into
+    parts of the final archive (:mod:`rs_embed_dask.export.npz_parts`), here on
+    an IO worker while inference goes on, not in the client at the end.
+    """
 
     def write() -> dict[str, Any]:
         n = len(spatials)
@@ -344,12 +355,12 @@ def write_chunk_combined(
         for key, ci in inputs.items():
             statuses[f"inputs/{key}"] = _write_group(
                 store_path, f"inputs/{key}", start, ci.data, ci.meta, ci.errors,
-                write_data=save_inputs, **kw,
+                write_data=save_inputs, npz_parts=npz_parts, **kw,
             )  # fmt: skip
         for name, ce in embeddings.items():
             statuses[f"models/{model_keys[name]}"] = _write_group(
                 store_path, f"models/{model_keys[name]}", start, ce.data, ce.meta, ce.errors,
-                write_data=True, **kw,
+                write_data=True, npz_parts=npz_parts, **kw,
             )  # fmt: skip
         for group, status in statuses.items():
             st.write_column(store_path, f"{group}/status", start, status, fill_value=0, **kw)
