@@ -363,7 +363,8 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
         cls.check_available()
         if dev == "cpu":
             configure_cpu_threads()
-        tune_malloc_for_inference()
+        if not emb.is_precomputed:
+            tune_malloc_for_inference()
         emb.load(dev)
         LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1
         _EMBEDDERS[key] = emb

@@ -7,8 +7,8 @@ worker has its device to itself: the model's threads then never queue
 behind fetch and write work.  torch's thread count follows at model load
 (:func:`rs_embed_dask.resolve.configure_cpu_threads`).
 
-A process that hosts a model also gets glibc's allocator thresholds of
-:func:`tune_malloc_for_inference` at model load, wherever it runs.
+A process that loads an on-the-fly model also gets glibc's allocator
+thresholds of :func:`tune_malloc_for_inference`, wherever it runs.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ __all__ = ["INFERENCE_MALLOC", "apply_cpu_affinity", "dask_setup", "malloc_tunin
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-#: Thresholds applied to a model-hosting process: blocks up to 32 MiB come from the heap
-#: (glibc's dynamic ceiling) and up to 128 MiB of free heap top is kept for the next batch.
-INFERENCE_MALLOC: dict[str, int] = {"mmap_threshold": 32 * 2**20, "trim_threshold": 128 * 2**20}
+#: Thresholds applied to a process that runs a model's forward pass: blocks up to 32 MiB come
+#: from the heap and up to 64 MiB of free heap top is kept for the next batch (where glibc's
+#: dynamic rule settles: its ceiling, and twice that).
+INFERENCE_MALLOC: dict[str, int] = {"mmap_threshold": 32 * 2**20, "trim_threshold": 64 * 2**20}
 
 _tuned: dict[str, int] | None = None
 _tune_lock = threading.Lock()
@@ -58,7 +59,7 @@ def malloc_tuning() -> dict[str, int] | None:
 
 
 def tune_malloc_for_inference(*, force: bool = False) -> dict[str, int] | None:
-    """Give a model-hosting process heap thresholds that suit a forward pass.
+    """Give a process that runs forward passes heap thresholds that suit them.
 
     Dask's nanny starts every worker process with
     ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``)
@@ -70,6 +71,13 @@ def tune_malloc_for_inference(*, force: bool = False) -> dict[str, int] | None:
     16 on one core, that costs about a fifth of the throughput.  This puts
     the thresholds where glibc's dynamic rule would settle
     (:data:`INFERENCE_MALLOC`), so activations are reused from the heap.
+
+    The cost is memory the process keeps for its next batch (its peak
+    working set, as in any plain Python process), which Dask counts as
+    unmanaged memory: :func:`rs_embed_dask.resolve.get_embedder` applies it
+    when it loads an on-the-fly model (the inference workers' job), never
+    for a precomputed product, which the IO workers read beside their other
+    work.
 
     Parameters
     ----------

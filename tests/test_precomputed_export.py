@@ -36,9 +36,11 @@ sys.modules["ee"] = _PoisonedEarthEngine("ee")
 def cluster():
     from distributed import Client, Nanny, Scheduler, SpecCluster
 
+    # the io worker imports torch, rasterio and geotessera beside its tasks: about 800 MiB, which a
+    # 1 GiB limit would pause (Dask pauses at 80 %), leaving the export waiting for ever
     workers = {
-        "io": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"io": 2}, "memory_limit": "1GiB"}},
-        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"gpu": 1}, "memory_limit": "2GiB"}},
+        "io": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"io": 2}, "memory_limit": "4GiB"}},
+        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"gpu": 1}, "memory_limit": "4GiB"}},
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
     with SpecCluster(workers=workers, scheduler=scheduler) as spec, Client(spec) as client:

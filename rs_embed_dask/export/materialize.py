@@ -2,7 +2,9 @@
 
 Arrays stream from the zarr store into the target file chunk by chunk (dask
 arrays over the store), so memory stays at about one chunk whatever the size
-of the export.
+of the export.  An NPZ's dense members are assembled from the parts the write
+tasks deflated while the export ran (:mod:`rs_embed_dask.export.npz_parts`),
+so finishing copies compressed bytes instead of compressing them.
 """
 
 from __future__ import annotations
