@@ -10,7 +10,8 @@ Measures ROIs/s of
   (a) a plain sequential loop (fetch -> embed batch of 1 -> np.savez_compressed per ROI),
   (b) export_batch per-item npz and combined npz on local_cluster(io_threads=32),
   (c) the forward-only ceiling (same model, batches of infer_batch_size, inputs in memory,
-      single process, the inference worker's torch thread count),
+      in this process with the cluster idle, the inference worker's torch thread count),
+(b) and (c) in --rounds interleaved rounds (default 3), each reported as the median round,
 and the peak RSS (client + all worker processes) of a combined export of N_big vs
 N_small ROIs (rcf features=64, pooled, save_inputs=False, no latency).
 
@@ -152,6 +153,12 @@ def run_export(client: Any, layout: str, n: int, tmp: str, cfg: ExportConfig, ta
     return {"n": n, "wall_s": wall, "rois_per_s": n / wall, "task_stream": task_stream_summary(ts.data, wall)}
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ROIs/s (the lower middle one for an even count), with every round's ROIs/s."""
+    ordered = sorted(runs, key=lambda r: r["rois_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds_rois_per_s": [r["rois_per_s"] for r in runs]}
+
+
 def _rcf_request() -> Any:
     try:
         from rs_embed_dask.types import ExportModelRequest
@@ -204,6 +211,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--infer-batch-size", type=int, default=16)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of forward-only / per-item / combined (medians)")
     ap.add_argument("--inference-threads", type=int, default=None,
                     help="torch threads of the CPU inference worker (default: all cores)")
     ap.add_argument("--mem-small", type=int, default=None, help="ROIs of the small memory run (default 2000; quick 500)")
@@ -211,6 +219,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 12, 96, 96, 500, 5000
+        args.rounds = min(args.rounds, 1)
     else:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 60, 600, 600, 2000, 20000
     n_mem_small = args.mem_small or n_mem_small
@@ -244,13 +253,19 @@ def main() -> None:
             inf_threads = int(worker_threads[gpu_workers[0]]) if gpu_workers else torch.get_num_threads()
             res["torch_threads_inference_worker"] = inf_threads
             print(f"torch threads per worker: {worker_threads}", flush=True)
-            res["export_per_item"] = run_export(client, "per_item", n_exp, tmp, cfg, "pi")
-            print(f"  export per_item: {res['export_per_item']['rois_per_s']:.2f} ROI/s", flush=True)
-            res["export_combined"] = run_export(client, "combined", n_exp, tmp, cfg, "c")
-            print(f"  export combined: {res['export_combined']['rois_per_s']:.2f} ROI/s", flush=True)
+            # rounds of (forward-only, per-item, combined), each figure the median over the rounds:
+            # the machine is shared, and interleaving keeps a slow spell from landing on one side only
+            runs: dict[str, list[dict[str, Any]]] = {"forward_only": [], "export_per_item": [], "export_combined": []}
+            for r in range(args.rounds):
+                # the ceiling in this process, single-threaded like the inference worker, cluster idle
+                runs["forward_only"].append(bench_forward_only(n_fwd, cfg.effective_infer_batch_size, inf_threads))
+                runs["export_per_item"].append(run_export(client, "per_item", n_exp, tmp, cfg, f"pi{r}"))
+                runs["export_combined"].append(run_export(client, "combined", n_exp, tmp, cfg, f"c{r}"))
+                print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {v[-1]['rois_per_s']:.2f}" for k, v in runs.items()) + " ROI/s", flush=True)  # fmt: skip
+            for k, v in runs.items():
+                res[k] = median_run(v)
         cluster.close()
-        res["forward_only"] = bench_forward_only(n_fwd, cfg.effective_infer_batch_size, inf_threads)
-        print(f"  forward-only: {res['forward_only']['rois_per_s']:.2f} ROI/s ({inf_threads} torch threads)", flush=True)
         res["sequential"] = bench_sequential(n_seq, tmp, inf_threads)
         print(f"  sequential: {res['sequential']['rois_per_s']:.2f} ROI/s", flush=True)
         if not args.skip_memory:
@@ -280,6 +295,9 @@ def main() -> None:
     ]  # fmt: skip
     md = ["| measurement | ROIs | ROIs/s | ratios |", "|---|---:|---:|---|"]
     md += [f"| {a} | {b} | {c:.2f} | {d} |" for a, b, c, d in rows]
+    md += ["", "ROIs/s per round: " + "; ".join(
+        f"{k} " + ", ".join(f"{x:.2f}" for x in res[k]["rounds_rois_per_s"])
+        for k in ("forward_only", "export_per_item", "export_combined")) + " (medians above)."]  # fmt: skip
     if "memory" in res:
         m = res["memory"]
         md += ["", "| peak RSS, combined export (rcf f=64, pooled, no inputs, client+workers) | ROIs | peak MB | ROIs/s |",

@@ -139,6 +139,15 @@ def keys_by_kind(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, str
     return out
 
 
+def broken_stream(rois: list[PointBuffer], store: str, written: int) -> Iterator[PointBuffer]:
+    """Yield ``rois``, then break once ``written`` items are in the store (the client's event loop runs meanwhile)."""
+    yield from rois
+    deadline = time.monotonic() + 60
+    while n_done(store, len(rois) + CHUNK) < written and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raise RuntimeError("the stream broke")
+
+
 def wait_until_idle(client: Any, timeout: float = 60) -> None:
     """Until no task is waiting or running on the scheduler nor in a worker thread (a released task runs to its end)."""
     deadline = time.monotonic() + timeout
@@ -512,15 +521,8 @@ def test_streamed_resume_after_a_broken_stream_runs_only_unfinished_chunks(
     store = out + ".work.zarr"
     rois = ROIS[:12]
 
-    def broken() -> Iterator[PointBuffer]:
-        yield from rois[:8]
-        deadline = time.monotonic() + 60  # break once the first chunk is written (the client's
-        while n_done(store, 12) < CHUNK and time.monotonic() < deadline:  # event loop runs meanwhile)
-            time.sleep(0.02)
-        raise RuntimeError("the stream broke")
-
     with pytest.raises(RuntimeError, match="the stream broke"):
-        run(client, broken(), ExportTarget.combined(out), backend="counting",
+        run(client, broken_stream(rois[:8], store, CHUNK), ExportTarget.combined(out), backend="counting",
             provider_options={"log": str(tmp_path / "first.log")})  # fmt: skip
     wait_until_idle(client)  # tasks already running when the stream broke still finish
     status = status_column(store, 12)
@@ -551,15 +553,8 @@ def test_combined_npz_parts_written_by_write_tasks_and_lost_parts_redone(
     store = out + ".work.zarr"
     rois = ROIS[:12]
 
-    def broken() -> Iterator[PointBuffer]:
-        yield from rois[:8]
-        deadline = time.monotonic() + 60
-        while n_done(store, 12) < 2 * CHUNK and time.monotonic() < deadline:
-            time.sleep(0.02)
-        raise RuntimeError("the stream broke")
-
     with pytest.raises(RuntimeError, match="the stream broke"):
-        run(client, broken(), ExportTarget.combined(out))
+        run(client, broken_stream(rois[:8], store, 2 * CHUNK), ExportTarget.combined(out))
     wait_until_idle(client)
     pdir = parts_dir(store)
     subs = sorted(os.listdir(pdir))  # one folder per dense store array: the input and the embeddings

@@ -20,7 +20,6 @@ The archive is a plain zip64 file that ``np.load(allow_pickle=False)`` and
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import time
@@ -185,39 +184,18 @@ class _Zip64Writer:
                                  min(size, 0xFFFFFFFF), min(cd_start, 0xFFFFFFFF), 0))  # fmt: skip
 
 
-def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    buf = io.BytesIO()
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    try:
-        np.lib.format.write_array_header_1_0(buf, header)
-    except ValueError:  # header longer than 64 KiB
-        buf = io.BytesIO()
-        np.lib.format.write_array_header_2_0(buf, header)
-    return buf.getvalue()
-
-
 def _piece(raw: memoryview | bytes, level: int) -> tuple[int, int, bytes]:
     return len(raw), zlib.crc32(raw), _deflate(raw, level)
 
 
 def _array_pieces(key: str, value: Any, level: int, parts: tuple[str, str] | None) -> Iterator[tuple[int, int, bytes]]:
-    from rs_embed_dask.export.writers import _row_blocks
+    from rs_embed_dask.export.writers import npy_member
 
-    shape, dtype, blocks = _row_blocks(value)
-    if dtype.hasobject:
-        raise ValueError(f"array {key!r}: object arrays cannot be saved when allow_pickle=False")
-    yield _piece(_npy_header(shape, dtype), level)
+    header, shape, dtype, blocks = npy_member(key, value)
+    yield _piece(header, level)
     if parts is None or not shape:
-        rows = 0
         for block in blocks:
-            block = np.ascontiguousarray(block, dtype=dtype)
-            if block.shape[1:] != shape[1:] or (shape and rows + block.shape[0] > shape[0]):
-                raise ValueError(f"array {key!r}: a block of shape {block.shape} does not fit {shape}")
-            rows += block.shape[0] if shape else 1
-            if block.size:
-                yield _piece(_bytes_of(block), level)
-        if rows != (shape[0] if shape else 1):
-            raise ValueError(f"array {key!r}: wrote {rows} rows, expected {shape[0]}")
+            yield _piece(_bytes_of(block), level)
         return
     store_path, array = parts
     n = shape[0]

@@ -20,6 +20,7 @@ partial file under the final name.  Parent folders are created.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "atomic_path",
     "check_item_name",
     "netcdf_dims",
+    "npy_member",
     "tmp_path_for",
     "write_json",
     "write_netcdf",
@@ -180,26 +182,49 @@ def _row_blocks(value: Any) -> tuple[tuple[int, ...], np.dtype, Iterator[np.ndar
     return shape, dtype, blocks()
 
 
-def _write_npy_member(zf: zipfile.ZipFile, key: str, value: Any) -> None:
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # header longer than 64 KiB
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+def _checked_blocks(key: str, shape: tuple[int, ...], dtype: np.dtype, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    rows = 0
+    for block in blocks:
+        block = np.ascontiguousarray(block, dtype=dtype)
+        if block.shape[1:] != shape[1:] or (shape and rows + block.shape[0] > shape[0]):
+            raise ValueError(f"array {key!r}: a block of shape {block.shape} does not fit {shape}")
+        rows += block.shape[0] if shape else 1
+        if block.size:
+            yield block
+    if rows != (shape[0] if shape else 1):
+        raise ValueError(f"array {key!r}: wrote {rows} rows, expected {shape[0]}")
+
+
+def npy_member(key: str, value: Any) -> tuple[bytes, tuple[int, ...], np.dtype, Iterator[np.ndarray]]:
+    """The ``.npy`` header, shape, dtype and checked C-order row blocks of one NPZ member.
+
+    Blocks are read lazily (whole chunks along axis 0, about 4 MiB); the
+    iterator raises ``ValueError`` when they do not add up to ``shape``.
+    Object arrays (they would need pickle) raise ``ValueError`` at once.
+    """
     shape, dtype, blocks = _row_blocks(value)
     if dtype.hasobject:
         raise ValueError(f"array {key!r}: object arrays cannot be saved when allow_pickle=False")
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    return _npy_header(shape, dtype), shape, dtype, _checked_blocks(key, shape, dtype, blocks)
+
+
+def _write_npy_member(zf: zipfile.ZipFile, key: str, value: Any) -> None:
+    header, _shape, _dtype, blocks = npy_member(key, value)
     with zf.open(f"{key}.npy", "w", force_zip64=True) as fid:
-        try:
-            np.lib.format.write_array_header_1_0(fid, header)
-        except ValueError:  # header longer than 64 KiB
-            np.lib.format.write_array_header_2_0(fid, header)
-        rows = 0
+        fid.write(header)
         for block in blocks:
-            block = np.ascontiguousarray(block, dtype=dtype)
-            if block.shape[1:] != shape[1:] or (shape and rows + block.shape[0] > shape[0]):
-                raise ValueError(f"array {key!r}: a block of shape {block.shape} does not fit {shape}")
-            rows += block.shape[0] if shape else 1
-            if block.size:
-                fid.write(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
-        if rows != (shape[0] if shape else 1):
-            raise ValueError(f"array {key!r}: wrote {rows} rows, expected {shape[0]}")
+            fid.write(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
 
 
 def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any], *, compresslevel: int = 1) -> Path:
