@@ -58,7 +58,7 @@ def malloc_tuning() -> dict[str, int] | None:
     return None if _tuned is None else dict(_tuned)
 
 
-def tune_malloc_for_inference(*, force: bool = False) -> dict[str, int] | None:
+def tune_malloc_for_inference() -> dict[str, int] | None:
     """Give a process that runs forward passes heap thresholds that suit them.
 
     Dask's nanny starts every worker process with
@@ -79,12 +79,9 @@ def tune_malloc_for_inference(*, force: bool = False) -> dict[str, int] | None:
     for a precomputed product, which the IO workers read beside their other
     work.
 
-    Parameters
-    ----------
-    force : bool, default False
-        Apply even when no ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_``
-        is in the environment (otherwise glibc's dynamic thresholds are in
-        force and are left alone).
+    Nothing is changed where no ``MALLOC_TRIM_THRESHOLD_`` /
+    ``MALLOC_MMAP_THRESHOLD_`` is in the environment: glibc's dynamic
+    thresholds are then in force.
 
     Returns
     -------
@@ -100,7 +97,7 @@ def tune_malloc_for_inference(*, force: bool = False) -> dict[str, int] | None:
         if os.environ.get("RS_EMBED_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
             return None
         fixed = any(k in os.environ for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"))
-        if not (force or fixed) or not sys.platform.startswith("linux"):
+        if not fixed or not sys.platform.startswith("linux"):
             return None
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

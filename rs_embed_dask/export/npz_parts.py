@@ -30,6 +30,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from rs_embed_dask.export.writers import atomic_path, c_order_bytes, npy_member
+
 __all__ = ["crc32_combine", "parts_dir", "read_part", "write_npz_from_parts", "write_part"]
 
 _MAGIC = b"RSEPART1"
@@ -85,11 +87,6 @@ def _part_path(store_path: str, array: str, start: int) -> str:
     return os.path.join(parts_dir(store_path), array.replace("/", "__"), f"{int(start):012d}.part")
 
 
-def _bytes_of(block: np.ndarray) -> memoryview:
-    """The C-order bytes of ``block``, without a copy when it is contiguous."""
-    return memoryview(np.ascontiguousarray(block).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-
-
 def _deflate(data: memoryview | bytes, level: int) -> bytes:
     c = zlib.compressobj(level, zlib.DEFLATED, -15)
     return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
@@ -97,7 +94,7 @@ def _deflate(data: memoryview | bytes, level: int) -> bytes:
 
 def write_part(store_path: str, array: str, start: int, block: np.ndarray, *, level: int = 1) -> str:
     """Deflate the rows ``block`` of store array ``array`` at item ``start``; atomically written."""
-    raw = _bytes_of(block)
+    raw = c_order_bytes(block)
     payload = _deflate(raw, level)
     path = _part_path(store_path, array, start)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -189,13 +186,11 @@ def _piece(raw: memoryview | bytes, level: int) -> tuple[int, int, bytes]:
 
 
 def _array_pieces(key: str, value: Any, level: int, parts: tuple[str, str] | None) -> Iterator[tuple[int, int, bytes]]:
-    from rs_embed_dask.export.writers import npy_member
-
     header, shape, dtype, blocks = npy_member(key, value)
     yield _piece(header, level)
     if parts is None or not shape:
         for block in blocks:
-            yield _piece(_bytes_of(block), level)
+            yield _piece(c_order_bytes(block), level)
         return
     store_path, array = parts
     n = shape[0]
@@ -211,7 +206,7 @@ def _array_pieces(key: str, value: Any, level: int, parts: tuple[str, str] | Non
             continue
         stop = min(n, (pos // step + 1) * step)  # deflate the rest of this chunk from the store
         block = np.ascontiguousarray(np.asarray(value[pos:stop]), dtype=dtype)
-        yield _piece(_bytes_of(block), level)
+        yield _piece(c_order_bytes(block), level)
         pos = stop
 
 
@@ -242,8 +237,6 @@ def write_npz_from_parts(
     -------
     pathlib.Path
     """
-    from rs_embed_dask.export.writers import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         zw = _Zip64Writer(f)
         for key, value in arrays.items():

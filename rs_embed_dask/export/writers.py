@@ -37,6 +37,7 @@ from rs_embed_dask.errors import ModelError
 __all__ = [
     "NETCDF_HISTORY",
     "atomic_path",
+    "c_order_bytes",
     "check_item_name",
     "netcdf_dims",
     "npy_member",
@@ -182,6 +183,11 @@ def _row_blocks(value: Any) -> tuple[tuple[int, ...], np.dtype, Iterator[np.ndar
     return shape, dtype, blocks()
 
 
+def c_order_bytes(block: np.ndarray) -> memoryview:
+    """The C-order bytes of ``block``, without a copy when it is contiguous."""
+    return memoryview(np.ascontiguousarray(block).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     buf = io.BytesIO()
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
@@ -224,7 +230,7 @@ def _write_npy_member(zf: zipfile.ZipFile, key: str, value: Any) -> None:
     with zf.open(f"{key}.npy", "w", force_zip64=True) as fid:
         fid.write(header)
         for block in blocks:
-            fid.write(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+            fid.write(c_order_bytes(block))
 
 
 def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any], *, compresslevel: int = 1) -> Path:
