@@ -14,10 +14,11 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from rs_embed_dask.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.modality import resolve_modality, stamp
 from rs_embed_dask.registry import canonical_model_name, get_model_class, get_provider_class
 from rs_embed_dask.specs import BBox, FetchSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.worker_setup import tune_malloc_for_inference
@@ -25,6 +26,7 @@ from rs_embed_dask.worker_setup import tune_malloc_for_inference
 __all__ = [
     "ResolvedModel",
     "default_temporal",
+    "flatten_model_config",
     "get_embedder",
     "get_provider",
     "normalize_spatial",
@@ -36,14 +38,6 @@ __all__ = [
 ]
 
 DEFAULT_RANGE = ("2022-06-01", "2022-09-01")
-_MODALITY_ALIASES = {
-    "sentinel1": "s1",
-    "sentinel_1": "s1",
-    "sentinel2": "s2",
-    "sentinel_2": "s2",
-    "s2l1c": "s2_l1c",
-    "s2l2a": "s2_l2a",
-}
 
 
 def normalize_spatial(spatial: Any) -> SpatialSpec:
@@ -180,11 +174,30 @@ def resolve_backend(
     raise ModelError(f"Model {model_id!r} does not support backend={backend!r}. Supported: {kinds}")
 
 
-def _norm_modality(m: str | None) -> str | None:
-    if m is None:
-        return None
-    k = str(m).strip().lower().replace("-", "_")
-    return _MODALITY_ALIASES.get(k, k)
+def flatten_model_config(model_config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Model options with a ``model_config={...}`` keyword merged in.
+
+    ``get_embedding(..., weights=PATH)`` (rs-embed's ``**model_kwargs``) and
+    ``get_embedding(..., model_config={"weights": PATH})`` (the form of
+    ``ExportModelRequest`` and job files) mean the same.
+
+    Raises
+    ------
+    ModelError
+        ``model_config`` is not a mapping, or names a key also given directly.
+    """
+    if not model_config or "model_config" not in model_config:
+        return dict(model_config) if model_config else None
+    rest = dict(model_config)
+    nested = rest.pop("model_config")
+    if nested is None:
+        return rest or None
+    if not isinstance(nested, Mapping):
+        raise ModelError(f"model_config must be a dict of model options; got {type(nested).__name__}.")
+    both = sorted(set(rest) & set(nested))
+    if both:
+        raise ModelError(f"Model option(s) {both} given both as keywords and in model_config; pass each once.")
+    return {**rest, **dict(nested)} or None
 
 
 @dataclass(frozen=True)
@@ -254,6 +267,7 @@ def resolve_model(
         raise SpecError(f"fetch must be a FetchSpec; got {type(fetch).__name__}")
     canonical = canonical_model_name(name)
     cls = get_model_class(name)
+    model_config = flatten_model_config(model_config)
     embedder = cls(model_config)  # unknown model_config keys -> ModelError
     cls.check_available()  # missing optional dependency -> ModelError with the pip command
     desc = dict(embedder.describe())
@@ -264,33 +278,32 @@ def resolve_model(
             f"Model {canonical!r} does not support output mode {output_mode!r}. "
             f"Supported: {desc.get('output')}"
         )
-    mod = _norm_modality(modality)
-    if (
-        sensor is not None
-        and sensor.modality is not None
-        and mod is not None
-        and _norm_modality(sensor.modality) != mod
-    ):
-        raise ModelError(
-            f"Conflicting modality values: sensor.modality={sensor.modality!r} vs modality={modality!r}."
-        )
-    allowed = {_norm_modality(m) for m in (desc.get("modalities") or [])}
-    default_mod = _norm_modality((desc.get("defaults") or {}).get("modality"))
-    if mod is not None and mod not in allowed and mod != default_mod:
-        raise ModelError(f"Model {canonical!r} does not expose modality={modality!r}.")
-    base = embedder.default_sensor()
+    mod, profile = resolve_modality(
+        canonical, desc, modality=modality, sensor=sensor, aliases=cls.modality_aliases
+    )
+    key = cls.modality_config_key
+    if mod is not None and key and profile is not None and embedder.model_config.get(key) != mod:
+        given = (model_config or {}).get(key)
+        if given is not None:
+            raise ModelError(
+                f"Conflicting modality values: model_config[{key!r}]={given!r}, modality={mod!r}."
+            )
+        # the weights differ per modality: the worker must build this modality's encoder
+        model_config = {**dict(model_config or {}), key: mod}
+        embedder = cls(model_config)
+        desc = {"model": canonical, **dict(embedder.describe())}
+    base = profile if profile is not None else embedder.default_sensor()
     if sensor is not None:
-        if sensor.modality is None and mod is not None:
-            sensor = replace(sensor, modality=mod)
+        sensor = stamp(sensor, mod)
         sensor.validate()
         resolved_sensor: SensorSpec | None = sensor
     elif fetch is not None:
         if base is None:
             raise ModelError(f"Model {canonical!r} does not support fetch=... overrides.")
-        resolved_sensor = fetch.apply(base)
+        resolved_sensor = stamp(fetch.apply(base), mod)
         resolved_sensor.validate()
     else:
-        resolved_sensor = base
+        resolved_sensor = stamp(base, mod) if base is not None else None
     if resolved_sensor is None and not embedder.is_precomputed:
         raise ModelError(f"Model {canonical!r} has no default sensor; pass sensor=SensorSpec(...).")
     if resolved_backend != "auto" and str(backend or "auto").strip().lower() == "auto":

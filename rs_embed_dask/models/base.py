@@ -91,6 +91,11 @@ class Embedder:
         ``model_config`` keys every model of the class accepts that change how
         it runs, not what it computes (``compile`` for torch models); they are
         kept apart in ``runtime_options``, out of ``model_config``.
+    modality_config_key : str or None
+        The ``model_config`` key that ``modality=`` sets, for models whose
+        weights differ per modality (croma's ``"modality"``).
+    modality_aliases : dict of str to str
+        Other names of the modalities in ``describe()["modalities"]``.
     """
 
     name: ClassVar[str] = ""
@@ -105,6 +110,8 @@ class Embedder:
     autocast_dtype: ClassVar[str | None] = None
     image_level_vit_patch_grid: ClassVar[bool] = False
     runtime_config_keys: ClassVar[frozenset[str]] = frozenset()
+    modality_config_key: ClassVar[str | None] = None
+    modality_aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         cfg = dict(model_config or {})

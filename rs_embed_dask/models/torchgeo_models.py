@@ -208,6 +208,8 @@ class CROMAEmbedder(_TorchgeoEmbedder):
     patch_size = 8
     env_var = "RS_EMBED_CROMA_WEIGHTS"
     config_keys = frozenset({"weights", "image_size", "variant", "modality", "encoder_dim", "encoder_depth"})
+    modality_config_key = "modality"
+    modality_aliases: ClassVar[Mapping[str, str]] = {"s2": "optical", "s1": "sar"}
     normalization_text = "per image and band: (x - (mean - 2 std)) / (4 std) clipped to [0, 1] (std with ddof=1)"
     _VARIANTS: ClassVar[dict[str, tuple[int, int, str]]] = {
         "base": (768, 12, "CROMABase_Weights"),
@@ -243,7 +245,11 @@ class CROMAEmbedder(_TorchgeoEmbedder):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["model_config"] = {"variant": self.variant, "modality": self.modality, "image_size": self.image_size}
-        d["modalities"] = {"optical": list(S2_12), "sar": ["VV", "VH"]}
+        d["modalities"] = {
+            "optical": {"collection": S2_SR, "bands": list(S2_12)},
+            "sar": {"collection": "COPERNICUS/S1_GRD", "bands": ["VV", "VH"]},
+        }
+        d["defaults"]["modality"] = self.modality
         return d
 
     def build_module(self) -> Any:

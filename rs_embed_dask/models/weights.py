@@ -103,7 +103,8 @@ def find_weights(
                 )
     raise ModelError(
         f"No weights found for model {model!r}. Looked at: " + "; ".join(looked) + ". "
-        f"Provide them with model_config={{'weights': '/path/to/checkpoint'}} or "
+        f"Provide them with weights='/path/to/checkpoint' (a keyword of get_embedding and Model; "
+        f"model_config={{'weights': ...}} in ExportModelRequest and job files) or "
         f"{env_var}=/path/to/checkpoint (a file, or a folder holding one of {list(filenames)})"
         + (
             f", or download them once with network access: "

@@ -6,7 +6,10 @@ same request gives the same bytes in any process.  The world has land cover
 (water, cropland, grassland, forest, urban, bare soil, snow at high
 latitudes) from multi-octave value noise in metres, per-class Sentinel-2 L2A
 spectra in digital numbers (0..10000), a seasonal vegetation cycle that flips
-between hemispheres, pixel texture and optional clouds.  Knobs for latency,
+between hemispheres, pixel texture and optional clouds; Sentinel-1 ``VV`` /
+``VH`` backscatter of the same land cover (linear power, or dB with
+``SensorSpec(use_float_linear=False)``, as Earth Engine's two S1 GRD
+collections).  Knobs for latency,
 failures and clouds make it the workload for the demo, the tests and the
 benchmarks.  It is never used unless asked for by name.
 """
@@ -27,7 +30,7 @@ from rs_embed_dask.geometry import GridWindow, mercator_to_lonlat
 from rs_embed_dask.providers.base import Provider
 from rs_embed_dask.specs import SensorSpec
 
-__all__ = ["S2_BANDS", "SyntheticProvider"]
+__all__ = ["S1_BANDS", "S2_BANDS", "SyntheticProvider"]
 
 #: Sentinel-2 L2A bands in rs-embed's canonical order.
 S2_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
@@ -50,6 +53,13 @@ _SPECTRA = np.array(
         [1500, 1500, 1900, 2300, 2500, 2700, 2800, 2900, 3000, 900, 3600, 3000],  # bare
         [9000, 8800, 8700, 8500, 8300, 8000, 7800, 7500, 7300, 2500, 900, 700],  # snow
     ],
+    dtype=np.float32,
+)
+#: Sentinel-1 GRD polarisations the synthetic world renders.
+S1_BANDS: tuple[str, ...] = ("VV", "VH")
+# Typical C-band backscatter in dB, per class, in S1_BANDS order.
+_SIGMA0_DB = np.array(
+    [[-22.0, -28.0], [-11.0, -18.0], [-13.0, -20.0], [-8.0, -14.0], [-3.0, -10.0], [-15.0, -24.0], [-12.0, -20.0]],
     dtype=np.float32,
 )
 _VEGETATED = np.array([0, 1, 1, 1, 0, 0, 0], dtype=np.float32)
@@ -112,7 +122,7 @@ def _band_index(band: str) -> int:
         key = "B11"  # cirrus band: close enough to SWIR for a synthetic world
     if key not in S2_BANDS:
         raise ProviderError(
-            f"synthetic provider has no band {band!r}; bands: {list(S2_BANDS)} "
+            f"synthetic provider has no band {band!r}; bands: {list(S2_BANDS)} or {list(S1_BANDS)} "
             f"(aliases {sorted(_ALIASES)})."
         )
     return S2_BANDS.index(key)
@@ -233,11 +243,27 @@ class SyntheticProvider(Provider):
             img = np.where(mask, _CLOUD[band_idx][:, None, None], img)
         return np.clip(img, 0.0, 10000.0).astype(np.float32)
 
+    def render_sar(self, window: GridWindow, bands: list[int], *, linear: bool = True) -> np.ndarray:
+        """``(C, H, W)`` float32 Sentinel-1 backscatter (linear power, or dB) for the window."""
+        cls = self.land_cover(window)
+        xs, ys = window.pixel_centers()
+        db = _SIGMA0_DB[:, bands][cls].transpose(2, 0, 1)  # (C, H, W)
+        # speckle-like texture, deterministic in metres like the optical texture
+        db = db + (_value_noise(xs, ys, 30.0, self.seed + 11) * 1.5 + _fbm(xs, ys, 500.0, self.seed + 13, 2))[None]
+        return (10.0 ** (db / 10.0) if linear else db).astype(np.float32)
+
     # -- the provider contract ---------------------------------------------------------
     def fetch_window(
         self, window: GridWindow, dates: tuple[date, date] | None, sensor: SensorSpec
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        band_idx = [_band_index(b) for b in sensor.bands]
+        names = [str(b).strip().upper() for b in sensor.bands]
+        sar = [S1_BANDS.index(b) for b in names if b in S1_BANDS]
+        if sar and len(sar) != len(names):
+            raise ProviderError(
+                f"synthetic provider: one sensor cannot mix Sentinel-1 bands {list(S1_BANDS)} "
+                f"with optical bands; got {list(sensor.bands)}."
+            )
+        band_idx = [] if sar else [_band_index(b) for b in sensor.bands]
         if self.latency_s:
             time.sleep(self.latency_s)
         if self.transient_failure_rate and random.random() < self.transient_failure_rate:
@@ -247,7 +273,10 @@ class SyntheticProvider(Provider):
                 f"synthetic provider: simulated fetch failure at window "
                 f"(col_off={window.col_off}, row_off={window.row_off})"
             )
-        data = self.render(window, dates, band_idx)
+        if sar:
+            data = self.render_sar(window, sar, linear=sensor.use_float_linear)
+        else:
+            data = self.render(window, dates, band_idx)
         meta = {
             "composite": sensor.composite,
             "date_window": [dates[0].isoformat(), dates[1].isoformat()] if dates else None,
