@@ -9,7 +9,6 @@ import numpy as np
 
 __all__ = ["export_summary", "format_summary"]
 
-_MAX_ERROR = 100
 
 
 def _shape(arr: Any) -> str:
@@ -85,11 +84,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    errors = [(m["name"], m["error"]) for m in summary["models"] if m["error"]]
+    errors = [(m["name"], str(m["error"])) for m in summary["models"] if m.get("error")]
     if errors:
-        lines.append("")
-        lines.append("failures (first error per model):")
+        lines += ["", "failures (first error per model, whole):"]
         for name, text in errors:
-            one = " ".join(str(text).split())
-            lines.append(f"  {name}: {one[:_MAX_ERROR]}{'...' if len(one) > _MAX_ERROR else ''}")
+            first, *rest = text.strip().splitlines() or [""]
+            lines.append(f"  {name}: {first}")
+            lines.extend(f"    {line}" for line in rest)
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The provider and toy models that wrote ``shared/fixtures/upstream_exports``, rebuilt from its README.
+"""The provider and toy models that wrote ``tests/data/upstream_exports``, rebuilt from its README.
 
 rs-embed 0.3.1 wrote those files with a provider returning
 ``1000 + 500*c + 10*y + x + offset`` at the fixture's own shapes, and with

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -18,19 +17,9 @@ from rs_embed_dask.errors import RSEmbedWarning
 from rs_embed_dask.export.load import load_export
 from rs_embed_dask.export.results import ExportResult, LazyJSONList
 
-FIXTURES = Path(
-    os.environ.get("RS_EMBED_DASK_FIXTURES")
-    or Path(__file__).parents[1] / ".." / "shared" / "fixtures" / "upstream_exports"
-)
-if not (FIXTURES / "expected.json").exists():
-    if os.environ.get("CI"):  # CI clones beside shared/: a missing folder must not pass as skips
-        raise RuntimeError(f"upstream rs-embed fixtures not found at {FIXTURES}")
-    EXPECTED: dict[str, Any] = {}
-else:
-    EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))["fixtures"]
-needs_fixtures = pytest.mark.skipif(
-    not EXPECTED, reason=f"upstream rs-embed fixtures not found at {FIXTURES} (clone the repo beside shared/)"
-)
+#: rs-embed 0.3.1's files, copied into the repository (a missing file fails, never skips)
+FIXTURES = Path(__file__).resolve().parent / "data" / "upstream_exports"
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))["fixtures"]
 
 #: Fixtures where rs_embed_dask deliberately differs from rs-embed's loader (see load.py's docstring).
 FIXED_QUIRKS = {
@@ -90,7 +79,6 @@ def expected_summary(name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-@needs_fixtures
 @pytest.mark.filterwarnings("ignore::rs_embed_dask.errors.RSEmbedWarning")  # combined ragged inputs
 @pytest.mark.parametrize("name", SAME_AS_UPSTREAM)
 def test_upstream_fixture_loads_like_rs_embed(name: str) -> None:
@@ -104,7 +92,6 @@ def test_upstream_fixture_loads_like_rs_embed(name: str) -> None:
         assert all((m == {}) == (i in failed_rows) for i, m in enumerate(mr.meta))
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ["per_item_npz_partial", "per_item_npz_fetch_failed"])
 def test_fixed_quirk_c_per_item_status_counts_partial_models(name: str) -> None:
     """rs-embed reports status 'ok' next to partial models; we report 'partial'."""
@@ -115,7 +102,6 @@ def test_fixed_quirk_c_per_item_status_counts_partial_models(name: str) -> None:
     assert summary(r) == want
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ["combined_npz_model_failed", "combined_npz_all_failed"])
 def test_fixed_quirk_a_combined_all_failed_model_has_an_error(name: str) -> None:
     """rs-embed gives error=None (no 'error' key); we take the first of errors_by_index."""
@@ -133,7 +119,6 @@ def test_fixed_quirk_a_combined_all_failed_model_has_an_error(name: str) -> None
         r.embedding("toy_broken")
 
 
-@needs_fixtures
 def test_fixed_quirk_b_combined_fetch_failed_inputs_realigned() -> None:
     """rs-embed returns inputs (2,4,16,16) for 3 items; we return (3,4,16,16) with NaN row 1."""
     name = "combined_npz_fetch_failed"
@@ -152,7 +137,6 @@ def test_fixed_quirk_b_combined_fetch_failed_inputs_realigned() -> None:
         assert "simulated fetch failure" in mr.errors[1]
 
 
-@needs_fixtures
 def test_fixed_quirk_d_per_item_ragged_inputs_do_not_raise() -> None:
     """rs-embed raises 'all input arrays must have the same shape'; we warn and keep the arrays."""
     assert EXPECTED["per_item_npz_ragged_inputs"]["load_export_error"].startswith("ValueError")
@@ -166,7 +150,6 @@ def test_fixed_quirk_d_per_item_ragged_inputs_do_not_raise() -> None:
         np.testing.assert_array_equal(mr.inputs_ragged[1].compute(), z["input_chw__toy_stats"])
 
 
-@needs_fixtures
 def test_combined_ragged_inputs_warn_and_are_kept() -> None:
     with pytest.warns(RSEmbedWarning, match="different shapes"):
         r = load_export(fixture_path("combined_npz_ragged_inputs"))
@@ -174,7 +157,6 @@ def test_combined_ragged_inputs_warn_and_are_kept() -> None:
     assert sorted(r.models["toy_stats"].inputs_ragged) == [0, 1]
 
 
-@needs_fixtures
 def test_fixed_quirk_e_per_item_gap_makes_models_partial(tmp_path: Path) -> None:
     """An item index with no file (failed build/write) is a NaN row and makes the model partial."""
     src = fixture_path("per_item_npz_pooled")
@@ -192,7 +174,6 @@ def test_fixed_quirk_e_per_item_gap_makes_models_partial(tmp_path: Path) -> None
     assert r.to_xarray()["name"].values.tolist() == ["p00000", "", "p00002"]
 
 
-@needs_fixtures
 def test_values_agree_across_layouts_and_formats() -> None:
     a = load_export(fixture_path("combined_npz_pooled"))
     b = load_export(fixture_path("combined_netcdf_pooled"))
@@ -211,7 +192,6 @@ def test_values_agree_across_layouts_and_formats() -> None:
         np.testing.assert_array_equal(r.embedding("toy_flaky")[2], z["embedding__toy_flaky__00002"])
 
 
-@needs_fixtures
 def test_embedding_accessor_errors_and_metadata() -> None:
     r = load_export(fixture_path("per_item_npz_model_failed"))
     with pytest.raises(
@@ -232,7 +212,6 @@ def test_embedding_accessor_errors_and_metadata() -> None:
 # ---------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_json_path_pairs_with_npz_then_nc(tmp_path: Path) -> None:
     assert load_export(FIXTURES / "combined_npz_pooled.json").format == "npz"
     assert load_export(FIXTURES / "combined_netcdf_pooled.json").format == "netcdf"
@@ -255,7 +234,6 @@ def test_json_path_pairs_with_npz_then_nc(tmp_path: Path) -> None:
         load_export(tmp_path / "w.npz")
 
 
-@needs_fixtures
 def test_per_item_discovery_rules(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="No per-item export files found"):
         load_export(tmp_path)
@@ -292,7 +270,6 @@ def count_np_load(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", ["per_item_npz_pooled", "combined_npz_partial", "per_item_netcdf_pooled"])
 def test_npz_and_per_item_arrays_are_read_on_first_access(name: str, count_np_load: list[Any]) -> None:
     r = load_export(fixture_path(name))
@@ -308,7 +285,6 @@ def test_npz_and_per_item_arrays_are_read_on_first_access(name: str, count_np_lo
         assert count_np_load  # read now
 
 
-@needs_fixtures
 def test_netcdf_export_is_dask_backed_until_touched() -> None:
     r = load_export(fixture_path("combined_netcdf_partial"))
     for mr in r.models.values():
@@ -321,7 +297,6 @@ def test_netcdf_export_is_dask_backed_until_touched() -> None:
     r.close()
 
 
-@needs_fixtures
 def test_to_xarray_labels_items_and_models() -> None:
     ds = load_export(fixture_path("combined_npz_grid")).to_xarray()
     assert ds.sizes["item"] == 3

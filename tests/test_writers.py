@@ -23,11 +23,8 @@ from rs_embed_dask.export.writers import (
     write_npz,
 )
 
-FIXTURES = Path(__file__).parents[1] / ".." / "shared" / "fixtures" / "upstream_exports"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "expected.json").exists(),
-    reason=f"upstream rs-embed fixtures not found at {FIXTURES} (clone the repo beside shared/)",
-)
+#: rs-embed 0.3.1's files, copied into the repository (a missing file fails, never skips)
+FIXTURES = Path(__file__).resolve().parent / "data" / "upstream_exports"
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -156,7 +153,6 @@ def test_write_json_format_and_atomicity(tmp_path: Path) -> None:
     assert _leftovers(p.parent) == []
 
 
-@needs_fixtures
 def test_write_json_matches_rs_embed_manifest_bytes(tmp_path: Path) -> None:
     src = FIXTURES / "combined_npz_partial.json"
     out = write_json(tmp_path / "m.json", json.loads(src.read_text(encoding="utf-8")))
@@ -194,7 +190,6 @@ def test_netcdf_dims_rules_and_conflicts() -> None:
     assert dims["embedding-x"] == ("dim__embedding_x_2",)
 
 
-@needs_fixtures
 @pytest.mark.parametrize(
     ("npz", "nc"),
     [

@@ -1,7 +1,7 @@
 """rs-embed's manifest structures (per-item and combined), key for key.
 
 Field order follows the files rs-embed 0.3.1 writes (see
-``shared/fixtures/upstream_exports``).  Two deliberate differences: range
+``tests/data/upstream_exports``).  Two deliberate differences: range
 temporal specs serialise ``"year": null`` (upstream writes a function repr),
 and timestamps are plain ISO 8601 ``...Z``.
 """

@@ -1,8 +1,8 @@
-"""The ``rs-embed-dask`` command line (also ``python -m rs_embed_dask``).
+"""The commands of ``rs-embed-dask`` beyond rs-embed's two: models, describe, demo, export, inspect, cluster.
 
-Commands: ``export JOB.yaml``, ``models``, ``describe MODEL``, ``inspect EXPORT``,
-``demo`` and ``cluster local|slurm|pbs``.  Exit codes: 0 success, 1 an export
-with failed or partial models, 2 bad input (the job file, arguments, a model name).
+Each ``cmd_*`` takes the parsed arguments and returns the exit code (see
+:mod:`rs_embed_dask.cli`).  Heavy imports stay inside the commands so that
+``--help`` and ``--version`` stay fast.
 """
 
 from __future__ import annotations
@@ -13,15 +13,26 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "cmd_cluster",
+    "cmd_demo",
+    "cmd_describe",
+    "cmd_export",
+    "cmd_inspect",
+    "cmd_models",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registered model names (``--aliases``: with aliases)."""
     from rs_embed_dask import list_models
 
     for name in list_models(include_aliases=args.aliases):
@@ -29,7 +40,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_describe(args: argparse.Namespace) -> int:
+def cmd_describe(args: argparse.Namespace) -> int:
+    """Print one model's description as JSON."""
     from rs_embed_dask import describe_model
 
     print(json.dumps(describe_model(args.model), indent=2, default=str))
@@ -46,7 +58,8 @@ def _demo_spatials(n_side: int, buffer_m: float) -> list[Any]:
     ]
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo export: ``rcf`` on the synthetic provider over a small ROI grid, on a local cluster."""
     import numpy as np
 
     from rs_embed_dask import ExportConfig, ExportTarget, TemporalSpec, export_batch
@@ -190,7 +203,8 @@ def _wait_for_pools(client: Any, resources: tuple[str, ...], wait_s: float) -> N
         time.sleep(0.5)
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
+    """Run the export of a YAML job file; exit 0 when every model is ok, 1 otherwise."""
     from dataclasses import replace
 
     from rs_embed_dask import export_batch
@@ -218,18 +232,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Summarise an export (table or ``--json``, error messages whole); exit 0 when its status is ok, 1 otherwise."""
     from rs_embed_dask.inspect_export import export_summary, format_summary
 
     if not os.path.exists(args.export):
         print(f"rs-embed-dask: error: export {args.export!r} does not exist.", file=sys.stderr)
         return EXIT_BAD_INPUT
     summary = export_summary(args.export)
-    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary))
     return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
 
 
-def _cmd_cluster(args: argparse.Namespace) -> int:
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Start a cluster (local, SLURM or PBS), print its address and run until Ctrl-C."""
     import signal
 
     from distributed import Client
@@ -265,79 +284,3 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     finally:
         cl.close()
     return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``rs-embed-dask``."""
-    p = argparse.ArgumentParser(prog="rs-embed-dask", description="Remote-sensing embeddings on Dask.")
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("models", help="list registered models")
-    m.add_argument("--aliases", action="store_true", help="include aliases")
-    m.set_defaults(func=_cmd_models)
-    d = sub.add_parser("describe", help="describe one model (bands, scale, dims, outputs)")
-    d.add_argument("model")
-    d.set_defaults(func=_cmd_describe)
-    demo = sub.add_parser("demo", help="run the demo export (local cluster, synthetic provider, rcf)")
-    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--side", type=int, default=8, help="ROIs per side of the demo grid (default 8)")
-    demo.add_argument("--buffer-m", type=float, default=320.0, help="ROI half side in metres")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.set_defaults(func=_cmd_demo)
-
-    e = sub.add_parser(
-        "export",
-        help="run an export described by a YAML job file",
-        description="Run an export described by a YAML job file (see docs/hpc.md). The whole job is "
-        "validated before any cluster is started. Exit code 0: all models ok; 1: failed or partial "
-        "models; 2: bad input.",
-    )
-    e.add_argument("job", help="the YAML job file")
-    where = e.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true", help="run on an embedded local cluster (ignore the job's cluster)")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running scheduler, e.g. tcp://10.0.0.5:8786")
-    where.add_argument("--scheduler-file", metavar="PATH", help="connect to the scheduler that wrote PATH")
-    where.add_argument("--jobqueue", metavar="CONFIG", help="start a dask-jobqueue cluster from a cluster YAML (or 'slurm'/'pbs')")
-    e.add_argument("--scale", action="append", metavar="POOL=N", help="jobs per pool with --jobqueue (repeatable)")
-    e.add_argument("--adapt", action="append", metavar="POOL=MIN:MAX", help="adaptive pool with --jobqueue (repeatable)")
-    e.add_argument("--resume", action="store_true", help="skip chunks already in the working store (config.resume)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for workers (default 600)")
-    e.set_defaults(func=_cmd_export)
-
-    i = sub.add_parser("inspect", help="summarise an export: models, statuses, shapes, failures")
-    i.add_argument("export", help="a combined file (.npz/.nc/.zarr), its .json manifest, or a per-item folder")
-    i.add_argument("--json", action="store_true", help="print the summary as JSON")
-    i.set_defaults(func=_cmd_inspect)
-
-    c = sub.add_parser(
-        "cluster",
-        help="start a cluster, print its address and dashboard, run until Ctrl-C",
-        description="Start a cluster with an IO pool and an inference pool, print the scheduler address "
-        "and the dashboard link, and keep it running until Ctrl-C. Exports connect with --scheduler.",
-    )
-    c.add_argument("kind", choices=("local", "slurm", "pbs"))
-    c.add_argument("--config", help="cluster YAML for slurm/pbs (default: the name of the kind in cluster/)")
-    c.add_argument("--scale", action="append", metavar="POOL=N", help="jobs per pool for slurm/pbs (repeatable)")
-    c.add_argument("--adapt", action="append", metavar="POOL=MIN:MAX", help="adaptive pool for slurm/pbs (repeatable)")
-    c.add_argument("--print-job-scripts", action="store_true", help="print each pool's batch script")
-    c.add_argument("--io-workers", type=int, default=1, help="local: IO worker processes (default 1)")
-    c.add_argument("--io-threads", type=int, default=8, help="local: fetch threads per IO worker (default 8)")
-    c.add_argument("--inference-workers", type=int, default=None, help="local: inference workers (default one per GPU)")
-    c.add_argument("--dashboard-address", default=":8787", help="local: dashboard address (default :8787)")
-    c.add_argument("--scheduler-file", metavar="PATH", help="also write the scheduler's address to PATH")
-    c.set_defaults(func=_cmd_cluster)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    from rs_embed_dask.errors import RSEmbedError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (RSEmbedError, FileNotFoundError) as exc:
-        from rs_embed_dask.errors import ProviderError
-
-        print(f"rs-embed-dask: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, ProviderError) else EXIT_BAD_INPUT
