@@ -73,16 +73,19 @@ def test_sincos_3d_matches_the_published_layout():
 
 def test_frame_coords_from_fetch_meta_and_from_temporal():
     ctx = _ctx()
-    ctx["fetch_meta"] = {"frames": [{"start": "2022-06-01", "end": "2022-06-29"}, {"start": "2022-12-20", "end": "2023-01-20"}]}
+    ctx["fetch_meta"] = {
+        "frames": [{"start": "2022-06-01", "end": "2022-06-29"}, {"start": "2022-12-20", "end": "2023-01-20"}]
+    }
     temporal, location = frame_coords(ctx, 2)
-    # bin centres: 2022-06-14 (day 165) and 2023-01-04 (day 4)
-    np.testing.assert_array_equal(temporal, [[2022, 165], [2023, 4]])
+    # bin midpoints start + (end - start) // 2: 2022-06-15 (day 166) and 2023-01-04 (day 4)
+    np.testing.assert_array_equal(temporal, [[2022, 166], [2023, 4]])
     np.testing.assert_allclose(location, [45.0, 10.0])
     ctx["fetch_meta"] = {}
-    temporal, _ = frame_coords(ctx, 4)  # 119 days in 4 equal bins of 29-30 days
+    temporal, _ = frame_coords(ctx, 4)  # 119 days in 4 equal bins of 29, 30, 30 and 30 days
     starts = [date(2022, 6, 1), date(2022, 6, 30), date(2022, 7, 30), date(2022, 8, 29)]
     assert [int(d) for d in temporal[:, 1]] == [
-        (s.toordinal() - date(2022, 1, 1).toordinal()) + 1 + off for s, off in zip(starts, (14, 14, 14, 14), strict=True)
+        (s.toordinal() - date(2022, 1, 1).toordinal()) + 1 + off
+        for s, off in zip(starts, (14, 15, 15, 15), strict=True)
     ]
     assert frame_coords(None, 4) == (None, None)
 
@@ -114,7 +117,9 @@ def test_prithvi_coordinates_change_tl_embeddings_only_when_used(prithvi_cfg):
     assert not np.allclose(a, c)
     assert not np.allclose(a, none)
     off = PrithviEmbedder({**prithvi_cfg, "use_coords": False})
-    np.testing.assert_allclose(off.embed_inputs([x], output=POOLED, contexts=[_ctx()])[0].data, none, atol=1e-6)
+    np.testing.assert_allclose(
+        off.embed_inputs([x], output=POOLED, contexts=[_ctx()])[0].data, none, atol=1e-6
+    )
     # a batch mixing inputs with and without coordinates equals single calls
     batch = tl.embed_inputs([x, x], output=POOLED, contexts=[_ctx(year=2019), {}])
     np.testing.assert_allclose(batch[0].data, b, atol=1e-5)
@@ -172,7 +177,9 @@ def test_prithvi_config_errors(cfg, match):
 
 def test_prithvi_hls_stats_normalisation():
     emb = PrithviEmbedder({"normalization": "hls_stats"})
-    x = torch.tensor([1087.0 + 2248.0, 1342.0, 1433.0 - 2178.0, 2734.0, 1958.0, 1363.0 + 1049.0 * 2]).view(1, 1, 6, 1, 1)
+    x = torch.tensor([1087.0 + 2248.0, 1342.0, 1433.0 - 2178.0, 2734.0, 1958.0, 1363.0 + 1049.0 * 2]).view(
+        1, 1, 6, 1, 1
+    )
     np.testing.assert_allclose(emb.preprocess(x).flatten().numpy(), [1, 0, -1, 0, 0, 2], atol=1e-6)
 
 

@@ -186,19 +186,22 @@ def test_remoteclip_pooled_is_open_clip_encode_image(variant, tmp_path):
         np.testing.assert_allclose(p.data, e, rtol=1e-4, atol=1e-5)
     (grid,) = emb.embed_inputs(xs[:1], output=GRID)
     assert grid.data.shape == (32, 2, 2)
+    # rs-embed returns encode_image whatever the pooling (pooling only reduces ROI-cropped grids)
     (mx,) = emb.embed_inputs(xs[:1], output=OutputSpec.pooled("max"))
-    np.testing.assert_allclose(mx.data, grid.data.max(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mx.data, pooled[0].data, rtol=1e-5, atol=1e-6)
 
 
-def test_remoteclip_width_grid_projects_to_the_default_grid(weights_dir):
+def test_remoteclip_projected_grid_is_ln_post_then_projection_of_the_default_grid(weights_dir):
     proj = _make("remoteclip", weights_dir, grid_tokens="projected")
-    width = _make("remoteclip", weights_dir)  # the default: rs-embed's width
+    width = _make("remoteclip", weights_dir)  # the default: rs-embed's width, before ln_post
     x = _rgb(1, (64, 64), 4)
     (g_proj,) = proj.embed_inputs(x, output=GRID)
     (g_width,) = width.embed_inputs(x, output=GRID)
     assert g_width.data.shape == (64, 2, 2)
-    w = proj.module.proj.detach().numpy()  # (width, embed_dim)
-    np.testing.assert_allclose(np.einsum("dhw,de->ehw", g_width.data, w), g_proj.data, rtol=1e-4, atol=1e-5)
+    tokens = torch.from_numpy(g_width.data.reshape(64, 4).T.copy())  # (N, width), row-major
+    with torch.no_grad():
+        ref = (proj.module.ln_post(tokens) @ proj.module.proj).numpy()  # (N, embed_dim)
+    np.testing.assert_allclose(g_proj.data.reshape(32, 4).T, ref, rtol=1e-4, atol=1e-5)
 
 
 # -- satmae -------------------------------------------------------------------------------------------

@@ -7,26 +7,38 @@ load unchanged with ``strict=True`` once the decoder keys are dropped:
 * ``patch_embed.proj``: a 3-D convolution with a ``(1, p, p)`` kernel, one
   token per frame and patch;
 * ``pos_embed``: fixed 3-D sin-cos embedding (width, height and time use
-  6/16, 6/16 and 4/16 of the channels), recomputed when the number of
-  frames differs from the checkpoint's;
+  6/16, 6/16 and 4/16 of the channels), always recomputed for the input's
+  frames and size (rs-embed replaces the stored table too);
 * ``temporal_embed_enc`` / ``location_embed_enc`` (TL variants): sin-cos
   embeddings of (year, day of year) per frame and of (lat, lon) of the ROI,
   scaled by a learnt scalar;
-* timm ``Block`` transformer layers and a final ``LayerNorm``.
+* timm ``Block`` transformer layers and a final ``LayerNorm`` (``eps=1e-5``).
 
 Inputs are ``(T, C, H, W)`` Sentinel-2 L2A digital numbers of the bands
 mapped to HLS (BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2 -> B2, B3, B4,
-B8A, B11, B12) at 30 m, one frame per equal time bin of the request.
-Temporal coordinates are the (year, day of year) of each bin's centre,
+B8A, B11, B12, rs-embed's aliases) at 30 m, one frame per equal time bin of
+the request, or one ``(C, H, W)`` composite (one frame).  Preprocessing
+follows rs-embed's ``onthefly_prithvi.py``: ``DN / 10000`` clipped to
+``[0, 1]`` with no data as 0; frames equal to an earlier frame (a provider's
+fill of an empty bin) are dropped with their bins (``_drop_duplicate_frames``);
+each frame is centre-padded to a square (reflect, else edge) and resized
+bilinearly to ``image_size`` (``prepare_square``).  Temporal coordinates are
+the (year, day of year) of each bin's midpoint (``start + (end - start) // 2``),
 location coordinates the (lat, lon) of the ROI centre; both come from the
-embedding context.  The grid is the patch tokens averaged over time,
-``(D, h, w)``; the pooled vector is the mean (or max) over every patch token
-of every frame (the CLS token is dropped), as rs-embed pools ViT tokens.
+embedding context.  The grid is the patch tokens reduced over time with the
+output's pooling (mean by default), ``(D, h, w)``; the pooled vector is the
+mean (or max) over every patch token of every frame (the CLS token is
+dropped), as rs-embed pools ViT tokens.
+
+rs-embed picks the number of frames from the window
+(:func:`rs_embed_frame_count`: one composite below 56 days, up to four bins
+from 112 days); this model reads what it is given, and the pipeline fetches
+:attr:`PrithviEmbedder.n_frames` (four) bins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any, cast
 
@@ -36,8 +48,16 @@ from rs_embed_dask.errors import ModelError
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
 from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
 from rs_embed_dask.specs import OutputSpec
+from rs_embed_dask.types import Embedding
 
-__all__ = ["PrithviEmbedder", "build_prithvi_encoder", "frame_coords"]
+__all__ = [
+    "PrithviEmbedder",
+    "build_prithvi_encoder",
+    "distinct_frames",
+    "frame_bins",
+    "frame_coords",
+    "rs_embed_frame_count",
+]
 
 ENV_VAR = "RS_EMBED_PRITHVI_WEIGHTS"
 HLS_BANDS = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
@@ -151,7 +171,10 @@ def build_prithvi_encoder(
             g = img_size // patch_size
             self.register_buffer("pos_embed", sincos_3d(embed_dim, num_frames, g, g))
             self.blocks = nn.ModuleList(
-                [Block(embed_dim, num_heads, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+                [
+                    Block(embed_dim, num_heads, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+                    for _ in range(depth)
+                ]
             )
             self.norm = nn.LayerNorm(embed_dim)
 
@@ -185,27 +208,39 @@ def build_prithvi_encoder(
 
 
 # -- context -> coordinates -----------------------------------------------------------
-def frame_coords(ctx: Mapping[str, Any] | None, n_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(T, 2)`` (year, day of year) of each frame's bin centre and ``(2,)`` (lat, lon) of the ROI.
+def frame_bins(ctx: Mapping[str, Any] | None, n_frames: int) -> list[tuple[date, date]]:
+    """The ``[start, end)`` time bin of each of ``n_frames`` frames, ``[]`` when the context does not say.
 
-    Frames come from ``fetch_meta["frames"]`` (start, end exclusive) when the
-    provider recorded them, else from ``n_frames`` equal bins of the context's
-    temporal spec; either is ``None`` when the context does not say.
+    Bins come from ``fetch_meta["frames"]`` when the provider recorded
+    ``n_frames`` of them, else from ``n_frames`` equal bins of the context's
+    temporal spec (rs-embed's ``split_date_range``).
     """
     if not ctx:
-        return None, None
-    bins: list[tuple[date, date]] = []
+        return []
     frames = (ctx.get("fetch_meta") or {}).get("frames")
     if frames and len(frames) == n_frames:
-        bins = [(date.fromisoformat(f["start"]), date.fromisoformat(f["end"])) for f in frames]
-    elif ctx.get("temporal") is not None:
+        return [(date.fromisoformat(f["start"]), date.fromisoformat(f["end"])) for f in frames]
+    if ctx.get("temporal") is not None:
         from rs_embed_dask.providers.base import split_date_range
 
         start, end = ctx["temporal"].date_range()
-        bins = split_date_range(start, end, n_frames)
+        return split_date_range(start, end, n_frames)
+    return []
+
+
+def frame_coords(ctx: Mapping[str, Any] | None, n_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(T, 2)`` (year, day of year) of each frame's bin centre and ``(2,)`` (lat, lon) of the ROI.
+
+    A bin ``[start, end)``'s centre is ``start + (end - start) // 2`` days
+    (rs-embed's ``midpoint_date``); bins are those of :func:`frame_bins`.
+    Either array is ``None`` when the context does not say.
+    """
+    if not ctx:
+        return None, None
+    bins = frame_bins(ctx, n_frames)
     temporal = None
     if bins:
-        mids = [a + timedelta(days=max(0, (b - a).days - 1) // 2) for a, b in bins]
+        mids = [a + timedelta(days=(b - a).days // 2) for a, b in bins]
         temporal = np.array([[d.year, d.timetuple().tm_yday] for d in mids], dtype=np.float32)
     location = None
     spatial = ctx.get("spatial")
@@ -213,6 +248,38 @@ def frame_coords(ctx: Mapping[str, Any] | None, n_frames: int) -> tuple[np.ndarr
         lon, lat = spatial.to_wgs84().center
         location = np.array([lat, lon], dtype=np.float32)
     return temporal, location
+
+
+def distinct_frames(x: np.ndarray) -> list[int]:
+    """Indices of the frames of a raw ``(T, C, H, W)`` series that repeat no earlier frame.
+
+    Frames are compared after rs-embed's unit scaling (``DN / 10000`` clipped to
+    ``[0, 1]``, NaN as 0), as its ``_drop_duplicate_frames``: providers fill an
+    empty time bin with the whole-window composite, and such copies are dropped.
+    """
+    unit = np.nan_to_num(np.clip(np.asarray(x, dtype=np.float32) / np.float32(10000.0), 0.0, 1.0), nan=0.0)
+    keep: list[int] = []
+    for i in range(unit.shape[0]):
+        if not any(np.array_equal(unit[i], unit[k]) for k in keep):
+            keep.append(i)
+    return keep
+
+
+def rs_embed_frame_count(temporal: Any, *, max_frames: int = CHECKPOINT_FRAMES, stride_days: int = 28) -> int:
+    """The number of frames rs-embed's ``temporal_mode="auto"`` fetches for a time window.
+
+    ``clamp(window_days // stride_days, 1, max_frames)`` (``_auto_num_frames``
+    in rs-embed's ``onthefly_prithvi.py``): one composite of the whole window
+    below 56 days, up to four equal bins from 112 days.  ``temporal`` is a
+    :class:`~rs_embed_dask.specs.TemporalSpec`, or ``None`` for rs-embed's
+    default window (2022-06-01 to 2022-09-01).
+    """
+    if temporal is None:
+        days = (date(2022, 9, 1) - date(2022, 6, 1)).days
+    else:
+        start, end = temporal.date_range()
+        days = max(1, (end - start).days)
+    return max(1, min(int(max_frames), days // max(1, int(stride_days))))
 
 
 def _pos_int(cfg: Mapping[str, Any], key: str, default: int) -> int:
@@ -300,10 +367,12 @@ class PrithviEmbedder(TorchEmbedder):
             "embedding_dim": self.embed_dim,
             "input_size": self.image_size,
             "patch_size": self.patch_size,
-            "grid": f"({self.embed_dim}, {g}, {g}): patch tokens averaged over the {self.n_frames} frames",
+            "grid": f"({self.embed_dim}, {g}, {g}): patch tokens reduced over the frames with the output's "
+            "pooling (mean by default)",
             "pooled": "mean (or max) of every patch token of every frame, CLS dropped",
             "temporal": (
-                f"multi-frame: T={self.n_frames} equal bins of the request window, one composite each"
+                f"multi-frame: T={self.n_frames} equal bins of the request window, one composite each; "
+                "frames repeating an earlier one are dropped"
             ),
             "side_inputs": (
                 "temporal_coords (year, day of year of each bin centre) and location_coords "
@@ -311,8 +380,10 @@ class PrithviEmbedder(TorchEmbedder):
                 if self.coords
                 else "none"
             ),
+            "preprocessing": "centre pad to a square (reflect, else edge), bilinear resize to "
+            f"{self.image_size}",
             "normalization": (
-                "DN / 10000 clipped to [0, 1]"
+                "DN / 10000 clipped to [0, 1], no data as 0"
                 if self.normalization == "unit"
                 else f"(DN - mean) / std, mean={list(HLS_MEAN)}, std={list(HLS_STD)}"
             ),
@@ -341,13 +412,15 @@ class PrithviEmbedder(TorchEmbedder):
         enc = {k: v for k, v in state.items() if not k.startswith("decoder.") and k != "mask_token"}
         enc = strip_prefix(enc, "encoder.")
         g = self.image_size // self.patch_size
-        if "pos_embed" in enc and enc["pos_embed"].shape != module.pos_embed.shape:
-            # a checkpoint of another image size: the embedding is fixed, recompute it
+        if "pos_embed" in enc:
+            # fixed, so always recomputed (as rs-embed replaces the stored table): any image size fits
             enc["pos_embed"] = sincos_3d(self.embed_dim, CHECKPOINT_FRAMES, g, g)
         try:
             module.load_state_dict(enc, strict=True)
         except RuntimeError as exc:
-            raise ModelError(f"The checkpoint {str(path)!r} does not fit prithvi {self.variant!r}: {exc}") from exc
+            raise ModelError(
+                f"The checkpoint {str(path)!r} does not fit prithvi {self.variant!r}: {exc}"
+            ) from exc
         return module
 
     def preprocess(self, x: Any) -> Any:
@@ -360,29 +433,36 @@ class PrithviEmbedder(TorchEmbedder):
             raise ModelError(
                 f"prithvi expects (T, 6, H, W) inputs of bands {list(S2_BANDS)}; got shape {tuple(x.shape[1:])}"
             )
-        if self.normalization == "unit":
-            return (x / 10000.0).clamp(0.0, 1.0)
+        if self.normalization == "unit":  # rs-embed: NaN (no data) becomes 0
+            return torch.nan_to_num((x / 10000.0).clamp(0.0, 1.0), nan=0.0)
         mean = torch.tensor(HLS_MEAN, dtype=x.dtype, device=x.device).view(1, 1, -1, 1, 1)
         std = torch.tensor(HLS_STD, dtype=x.dtype, device=x.device).view(1, 1, -1, 1, 1)
         return (x - mean) / std
 
     def _tokens(self, x: Any, temporal: Any = None, location: Any = None) -> Any:
-        import torch.nn.functional as F
+        from rs_embed_dask.models.vit import pad_to_square, resize_square
 
         b, t, c, h, w = x.shape
-        if (h, w) != (self.image_size, self.image_size):
-            x = F.interpolate(
-                x.reshape(b * t, c, h, w), size=(self.image_size,) * 2, mode="bilinear", align_corners=False
-            ).reshape(b, t, c, self.image_size, self.image_size)
+        s = self.image_size
+        if (h, w) != (s, s):  # rs-embed's prepare_square: pad to a square, then bilinear resize
+            sq = pad_to_square(x)
+            x = resize_square(sq.reshape(b * t, c, *sq.shape[-2:]), s, mode="bilinear", antialias=False)
+            x = x.reshape(b, t, c, s, s)
         if not (self.coords and self.use_coords):
             temporal = location = None
         return self.module(x.permute(0, 2, 1, 3, 4), temporal, location)  # B, T, h, w, D
 
     @staticmethod
     def _reduce(tok: Any, mode: str, pooling: str) -> Any:
-        """Tokens ``(B, T, h, w, D)`` -> grid ``(B, D, h, w)`` (mean over time) or pooled ``(B, D)``."""
+        """Tokens ``(B, T, h, w, D)`` -> grid ``(B, D, h, w)`` or pooled ``(B, D)``.
+
+        The grid reduces the frames with ``pooling`` (mean or max), as rs-embed's
+        ``tokens_to_grid_dhw_tchw``; the pooled vector reduces every patch token
+        of every frame.
+        """
         if mode == "grid":
-            return tok.mean(dim=1).permute(0, 3, 1, 2)
+            g = tok.amax(dim=1) if pooling == "max" else tok.mean(dim=1)
+            return g.permute(0, 3, 1, 2)
         flat = tok.flatten(1, 3)
         return flat.amax(dim=1) if pooling == "max" else flat.mean(dim=1)
 
@@ -391,6 +471,39 @@ class PrithviEmbedder(TorchEmbedder):
 
     def forward_pooled(self, x: Any, pooling: str) -> Any:
         return self._reduce(self._tokens(x), "pooled", pooling)
+
+    def embed_inputs(
+        self,
+        inputs: Sequence[np.ndarray],
+        *,
+        output: OutputSpec,
+        contexts: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Embedding]:
+        """Embed ``(T, 6, H, W)`` series (or ``(6, H, W)`` composites) without their repeated frames.
+
+        A frame equal to an earlier one (:func:`distinct_frames`) is dropped
+        with its time bin before the forward pass, as rs-embed does, so the
+        model sees ``T' <= T`` frames and the meta's ``n_frames`` says ``T'``.
+        """
+        if contexts is not None and len(contexts) != len(inputs):
+            return super().embed_inputs(inputs, output=output, contexts=contexts)  # its error
+        kept_inputs: list[np.ndarray] = []
+        kept_ctxs: list[Mapping[str, Any]] = []
+        for i, x in enumerate(inputs):
+            arr = np.asarray(x)
+            ctx: Mapping[str, Any] = {} if contexts is None else contexts[i]
+            keep = distinct_frames(arr) if arr.ndim == 4 else []
+            if arr.ndim == 4 and len(keep) < arr.shape[0]:
+                bins = frame_bins(ctx, arr.shape[0])
+                if bins:
+                    frames = [{"start": bins[k][0].isoformat(), "end": bins[k][1].isoformat()} for k in keep]
+                    ctx = {**ctx, "fetch_meta": {**(ctx.get("fetch_meta") or {}), "frames": frames}}
+                arr = arr[keep]
+            kept_inputs.append(arr)
+            kept_ctxs.append(ctx)
+        return super().embed_inputs(
+            kept_inputs, output=output, contexts=None if contexts is None else kept_ctxs
+        )
 
     # -- side inputs: temporal and location coordinates -----------------------------------
     def side_inputs(self, x: np.ndarray, context: Mapping[str, Any] | None) -> dict[str, np.ndarray | None]:

@@ -6,18 +6,22 @@ Hugging Face repository ``chendelong/RemoteCLIP``, read with
 ``weights_only=True`` and loaded with ``strict=True`` into the whole CLIP
 model; only the image tower is kept.
 
-Preprocessing follows rs-embed: Sentinel-2 L2A DN ``B4, B3, B2`` ->
-``clip(DN / 10000, 0, 1) * 255`` truncated to 8-bit levels -> CLIP's image
-transform (bicubic resize of the short side to ``image_size``, centre crop,
-``/ 255``, CLIP mean/std).
+Preprocessing follows rs-embed (``onthefly_remoteclip.py``): Sentinel-2 L2A
+DN ``B4, B3, B2`` -> ``uint8(clip(DN / 10000, 0, 1) * 255)`` -> CLIP's image
+transform on that 8-bit image: Pillow bicubic resize of the short side to
+``image_size`` (``uint8`` in, ``uint8`` out; a no-op at ``image_size``),
+centre crop, ``/ 255``, CLIP mean/std (:mod:`rs_embed_dask.models.rgb8`).
 
 Outputs: pooled = ``encode_image`` (the CLIP image projection, 512-d for
-ViT-B/32); grid = the patch tokens at the transformer width
-(``grid_tokens="width"``, default: 768 for ViT-B/32, as rs-embed's grid), or
-the same tokens after CLIP's final LayerNorm projected through the image
-projection, so the grid has the pooled width (``grid_tokens="projected"``).  For ``RN50`` the grid is the last ResNet stage
-(``width``) or that stage passed through the attention pool's value and output
-projections (``projected``).  The pooled vector is not the mean of the grid.
+ViT-B/32) for either pooling, as rs-embed; grid = the last transformer
+block's patch tokens, before ``ln_post``, at the transformer width
+(``grid_tokens="width"``, default: 768 for ViT-B/32; rs-embed's grid, open_clip
+``forward_intermediates``), or those tokens after ``ln_post`` projected
+through the image projection, so the grid has the pooled width
+(``grid_tokens="projected"``).  For ``RN50`` the grid is the last ResNet
+stage (``width``) or that stage passed through the attention pool's value and
+output projections (``projected``).  The pooled vector is not the mean of the
+grid.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ class RemoteCLIPEmbedder(TorchEmbedder):
     """
 
     name = "remoteclip"
-    requires = ("torch", "open_clip")
+    requires = ("torch", "open_clip", "PIL")
     extra = "models"
     config_keys = frozenset(
         {"variant", "weights", "grid_tokens", "image_size", "width", "layers", "embed_dim"}
@@ -143,14 +147,20 @@ class RemoteCLIPEmbedder(TorchEmbedder):
             "embedding_dim": pooled,
             "grid_dim": grid_dim,
             "grid": f"({grid_dim}, {side}, {side}) "
-            + ("feature map of the last ResNet stage" if self.variant == "rn50" else "ViT patch tokens"),
+            + ("feature map of the last ResNet stage" if self.variant == "rn50" else "ViT patch tokens")
+            + (" projected to the pooled width" if self.grid_tokens == "projected" else "")
+            + (
+                " of the last block, before ln_post"
+                if self.variant != "rn50" and self.grid_tokens == "width"
+                else ""
+            ),
             "temporal": "single composite",
             "input_size": self.image_size,
             "normalization": (
-                "floor(clip(DN / 10000, 0, 1) * 255) -> bicubic resize of the short side to "
+                "uint8(clip(DN / 10000, 0, 1) * 255) -> Pillow bicubic resize of the short side to "
                 f"{self.image_size} + centre crop -> / 255 -> CLIP mean {list(CLIP_MEAN)} std {list(CLIP_STD)}"
             ),
-            "pooled": "CLIP image projection (encode_image); not the mean of the grid",
+            "pooled": "CLIP image projection (encode_image) for mean and max; not the mean of the grid",
             "model_config": {
                 "variant": self.variant,
                 "grid_tokens": self.grid_tokens,
@@ -168,64 +178,45 @@ class RemoteCLIPEmbedder(TorchEmbedder):
         state, path = self.hub.load(self.name, self.model_config, strip=("module.",))
         clip = open_clip.CLIP(**self._clip_config())
         load_strict(clip, state, model=f"{self.name}/{self.variant}", path=path)
-        visual = clip.visual
-        if self.variant != "rn50":
-            visual.output_tokens = True
-        return visual
+        return clip.visual
 
     def preprocess(self, x: Any) -> Any:
-        import torch
-        import torch.nn.functional as F
-
-        from rs_embed_dask.models.vit import requantize, rgb_levels
+        from rs_embed_dask.models.rgb8 import normalize_levels, resize_short_side_center_crop, to_levels_u8
 
         check_channels(self.name, x, S2_RGB)
-        levels = rgb_levels(x)
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        s = self.image_size
-        if (h, w) != (s, s):
-            # torchvision Resize(s): the short side becomes s, the long one int(s * long / short)
-            nh, nw = (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
-            levels = F.interpolate(levels, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-            top, left = round((nh - s) / 2.0), round((nw - s) / 2.0)
-            levels = requantize(levels[..., top : top + s, left : left + s])
-        mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (levels / 255.0 - mean) / std
+        levels = resize_short_side_center_crop(to_levels_u8(x), self.image_size)
+        return normalize_levels(levels, CLIP_MEAN, CLIP_STD)
 
-    def _vit_forward(self, x: Any) -> tuple[Any, Any]:
-        """(pooled projection ``(B, E)``, patch tokens ``(B, N, width)`` after ``ln_post``)."""
-        pooled, tokens = self.module(x)
-        return pooled, tokens
+    def _intermediates(self, x: Any) -> tuple[Any, Any]:
+        """(pooled ``encode_image`` ``(B, E)``, last block's output) from open_clip's ``forward_intermediates``.
+
+        The last block's output is the patch tokens ``(B, N, width)`` before
+        ``ln_post`` for a ViT, the ``layer4`` map ``(B, C, h, w)`` for RN50.
+        """
+        if self.variant == "rn50":
+            out = self.module.forward_intermediates(x, indices=1)
+        else:
+            out = self.module.forward_intermediates(x, indices=1, output_fmt="NLC")
+        return out["image_features"], out["image_intermediates"][-1]
 
     def forward_grid(self, x: Any) -> Any:
-        return self._grid(x, projected=self.grid_tokens == "projected")
+        return self._grid(self._intermediates(x)[1], projected=self.grid_tokens == "projected")
 
-    def _grid(self, x: Any, *, projected: bool) -> Any:
+    def _grid(self, last: Any, *, projected: bool) -> Any:
+        """The grid of the last block's output: as it is, or projected to the pooled width."""
         from rs_embed_dask.models.vit import tokens_to_grid
 
+        m = self.module
         if self.variant == "rn50":
-            return self._rn50_grid(x, projected=projected)
-        _, tokens = self._vit_forward(x)
-        if projected:
-            tokens = tokens @ self.module.proj
+            if not projected:
+                return last
+            pool = m.attnpool
+            t = pool.c_proj(pool.v_proj(last.flatten(2).transpose(1, 2)))  # (B, hw, E)
+            return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], last.shape[-2], last.shape[-1])
+        tokens = m.ln_post(last) @ m.proj if projected else last
         side = round(tokens.shape[1] ** 0.5)
         return tokens_to_grid(tokens, side, side)
 
-    def _rn50_grid(self, x: Any, *, projected: bool) -> Any:
-        m = self.module
-        feats = m.layer4(m.layer3(m.layer2(m.layer1(m.stem(x)))))
-        if not projected:
-            return feats
-        pool = m.attnpool
-        t = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
-        t = pool.c_proj(pool.v_proj(t))
-        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], feats.shape[-2], feats.shape[-1])
-
     def forward_pooled(self, x: Any, pooling: str) -> Any:
-        if pooling == "max":  # max over the projected tokens: the same width as the CLIP vector
-            return self._grid(x, projected=True).amax(dim=(-2, -1))
-        if self.variant == "rn50":
-            return self.module(x)
-        pooled, _ = self._vit_forward(x)
-        return pooled
+        # rs-embed returns encode_image for either pooling (the pooling only applies to ROI-cropped grids)
+        return self.module(x)

@@ -6,12 +6,19 @@ the MAE / SatMAE encoder (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
 ``MVRL/satmae-vitlarge-fmow-pretrain-800`` (or the official ``fmow_pretrain.pth``)
 loads with ``strict=True`` once its decoder keys are dropped.
 
-Preprocessing follows rs-embed: Sentinel-2 L2A DN ``B4, B3, B2`` ->
-``floor(clip(DN / 10000, 0, 1) * 255)`` (8-bit levels) -> centre-padded to a
-square (reflect) -> bicubic resize to ``image_size`` (no crop) -> ``/ 255``
--> fMoW RGB mean/std.  The encoder runs without masking; the grid is the
-``(1024, 14, 14)`` patch tokens after the final LayerNorm, row 0 north, and
-the pooled vector their mean (or max).
+Preprocessing follows rs-embed (``onthefly_satmae.py``): Sentinel-2 L2A DN
+``B4, B3, B2`` -> ``uint8(clip(DN / 10000, 0, 1) * 255)`` -> (a non-square
+input only: centre-padded to a square) -> Pillow bicubic resize of the 8-bit
+image to ``image_size`` (no crop) -> ``/ 255`` -> fMoW RGB mean/std.
+
+Every LayerNorm has ``eps=1e-5``: rs-embed runs the rshf SatMAE wrapper, whose
+``norm_layer`` is ``nn.LayerNorm`` with its default epsilon (the SatMAE
+code's model factories use ``1e-6``; ``model_config`` ``norm_eps`` selects it).  The
+encoder runs without masking; the grid is the ``(1024, 14, 14)`` patch tokens
+after the final LayerNorm, in row-major order (row 0 north), and the pooled
+vector their mean (or max).  rs-embed's own grid is a random permutation of
+those tokens (its ``forward_encoder(mask_ratio=0)`` shuffles them and the
+restore indices are dropped); the pooled mean is the same either way.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from rs_embed_dask.errors import ModelError
 from rs_embed_dask.models.base import S2_SR
 from rs_embed_dask.models.vit import S2_RGB, HubCheckpoint, ViTEmbedder, check_channels
 
@@ -46,17 +54,17 @@ CHECKPOINT = HubCheckpoint(
 
 
 def rgb_u8_square_preprocess(x: Any, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """DN -> 8-bit levels -> square pad -> bicubic resize to ``size`` -> ``/ 255`` -> ``(x - mean) / std``."""
-    import torch
+    """DN -> 8-bit levels -> square pad -> Pillow bicubic resize to ``size`` -> ``/ 255`` -> ``(x - mean) / std``.
 
-    from rs_embed_dask.models.vit import pad_to_square, requantize, resize_square, rgb_levels
+    rs-embed's ``resize_rgb_u8`` and transform (``onthefly_satmae.py``,
+    ``onthefly_scalemae.py``): the ``uint8`` image is resized by Pillow
+    (``Image.BICUBIC``, ``uint8`` out) unless it already has ``size`` pixels a
+    side.  Only a non-square input is padded (rs-embed fetches squares).
+    """
+    from rs_embed_dask.models.rgb8 import normalize_levels, pil_resize, to_levels_u8
+    from rs_embed_dask.models.vit import pad_to_square
 
-    levels = rgb_levels(x)
-    if tuple(levels.shape[-2:]) != (size, size):
-        levels = requantize(resize_square(pad_to_square(levels), size, mode="bicubic"))
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (levels / 255.0 - m) / s
+    return normalize_levels(pil_resize(pad_to_square(to_levels_u8(x)), size), mean, std)
 
 
 class SatMAEEmbedder(ViTEmbedder):
@@ -71,19 +79,21 @@ class SatMAEEmbedder(ViTEmbedder):
     image_size : int
         Backbone input (multiple of 16, default 224); the checkpoint's
         positional table is resized bicubically when it differs.
+    norm_eps : float
+        Epsilon of the encoder's LayerNorms (default ``1e-5``, rs-embed's).
     depth, embed_dim, num_heads : int
         For tests and smoke runs only: a smaller encoder than ViT-L (24, 1024, 16).
 
     Subclasses of the same encoder (``scalemae``) set :attr:`hub` (where the
     checkpoint is), :attr:`drop_prefixes` (checkpoint keys the encoder does
-    not have) and :attr:`vit_pos_embed` (timm's ``pos_embed``: ``"learn"`` or
-    ``"none"``).
+    not have), :attr:`vit_pos_embed` (timm's ``pos_embed``: ``"learn"`` or
+    ``"none"``) and :attr:`default_norm_eps`.
     """
 
     name = "satmae"
-    requires = ("torch", "timm")
+    requires = ("torch", "timm", "PIL")
     extra = "models"
-    config_keys = frozenset({"weights", "image_size", "depth", "embed_dim", "num_heads"})
+    config_keys = frozenset({"weights", "image_size", "norm_eps", "depth", "embed_dim", "num_heads"})
     supports_autocast = True
     input_size = 224
     image_level_vit_patch_grid = True
@@ -93,10 +103,15 @@ class SatMAEEmbedder(ViTEmbedder):
     hub: ClassVar[HubCheckpoint] = CHECKPOINT
     drop_prefixes: ClassVar[tuple[str, ...]] = DECODER_PREFIXES
     vit_pos_embed: ClassVar[str] = "learn"
+    default_norm_eps: ClassVar[float] = 1e-5
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
         self.configure_vit(embed_dim=1024, depth=24, num_heads=16)
+        eps = self.model_config.get("norm_eps", self.default_norm_eps)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ModelError(f"{self.name} model_config 'norm_eps' must be a number in (0, 1); got {eps!r}")
+        self.norm_eps = float(eps)
 
     def describe(self) -> dict[str, Any]:
         """Bands, scale, dims, outputs, preprocessing and weights of this configuration."""
@@ -110,10 +125,11 @@ class SatMAEEmbedder(ViTEmbedder):
             "temporal": "single composite",
             "input_size": self.image_size,
             "normalization": (
-                "floor(clip(DN / 10000, 0, 1) * 255) -> square pad -> bicubic resize to "
+                "uint8(clip(DN / 10000, 0, 1) * 255) -> square pad (non-square only) -> Pillow bicubic resize to "
                 f"{self.image_size} -> / 255 -> mean {list(self.mean)} std {list(self.std)}"
             ),
-            "model_config": {"image_size": self.image_size},
+            "layer_norm_eps": self.norm_eps,
+            "model_config": {"image_size": self.image_size, "norm_eps": self.norm_eps},
             "weights": self.hub.describe(),
             "extra": self.extra,
         }
@@ -124,7 +140,12 @@ class SatMAEEmbedder(ViTEmbedder):
 
         strip = ("module.", "model.", "encoder.")
         state, path = self.hub.load(self.name, self.model_config, strip=strip, drop=self.drop_prefixes)
-        module = timm_vit(image_size=self.image_size, **self.vit_arch(), pos_embed=self.vit_pos_embed)
+        module = timm_vit(
+            image_size=self.image_size,
+            **self.vit_arch(),
+            pos_embed=self.vit_pos_embed,
+            norm_eps=self.norm_eps,
+        )
         if "pos_embed" in state:  # dropped where the encoder has no table (scalemae)
             state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], self.grid_side, self.grid_side)
         load_strict(module, state, model=self.name, path=path)

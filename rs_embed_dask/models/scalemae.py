@@ -14,9 +14,17 @@ the Hugging Face ``MVRL/scalemae-vitlarge-800`` weights load with
 ``strict=True`` once decoder keys and the (resolution-free) ``pos_embed``
 buffer are dropped.
 
-Preprocessing: 8-bit levels of ``clip(DN / 10000, 0, 1)``, square pad, bicubic
-resize to ``image_size``, ``/ 255``, ImageNet mean/std.  Grid = patch tokens
-after the final LayerNorm, pooled = their mean (or max).
+Preprocessing (rs-embed's ``onthefly_scalemae.py``): ``uint8(clip(DN / 10000,
+0, 1) * 255)``, square pad (non-square inputs only), Pillow bicubic resize of
+the 8-bit image to ``image_size``, ``/ 255``, ImageNet mean/std.
+
+Grid = the last block's patch tokens, pooled = their mean (or max).  As in
+rs-embed, the encoder's final LayerNorm ``norm`` is *not* applied: rs-embed
+runs rshf's Scale-MAE ``VisionTransformer`` built with ``global_pool=False``,
+whose ``forward_features`` ends with ``fc_norm``, an identity in that
+configuration.  ``model_config={"final_norm": True}`` applies ``norm`` (what
+the Scale-MAE paper's encoder outputs).  LayerNorms use ``eps=1e-6`` (rshf's
+``vit_large_patch16``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_dask.errors import ModelError
 from rs_embed_dask.models.base import pool_grid
 from rs_embed_dask.models.satmae import SatMAEEmbedder
 from rs_embed_dask.models.vit import HubCheckpoint
@@ -55,9 +64,11 @@ CHECKPOINT = HubCheckpoint(
 class ScaleMAEEmbedder(SatMAEEmbedder):
     """Scale-MAE (ViT-L/16) patch-token embeddings of Sentinel-2 RGB, conditioned on the fetch scale.
 
-    ``model_config`` keys are those of ``satmae`` (``weights``, ``image_size``
-    and the test-only ``depth``, ``embed_dim``, ``num_heads``); the weights
-    variable is ``$RS_EMBED_SCALEMAE_WEIGHTS``.  The ground sample distance
+    ``model_config`` keys are those of ``satmae`` (``weights``, ``image_size``,
+    ``norm_eps`` (default ``1e-6`` here) and the test-only ``depth``,
+    ``embed_dim``, ``num_heads``) and ``final_norm`` (bool, default ``False``:
+    rs-embed's tokens without the encoder's final LayerNorm; ``True`` applies
+    it); the weights variable is ``$RS_EMBED_SCALEMAE_WEIGHTS``.  The ground sample distance
     ``input_res_m`` is a side input (:meth:`side_inputs`), so inputs fetched
     at different scales share a batch.
     """
@@ -68,9 +79,20 @@ class ScaleMAEEmbedder(SatMAEEmbedder):
     hub = CHECKPOINT
     drop_prefixes = DROP_PREFIXES
     vit_pos_embed = "none"
+    default_norm_eps = 1e-6
+    config_keys = SatMAEEmbedder.config_keys | {"final_norm"}
+
+    def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model_config)
+        final = self.model_config.get("final_norm", False)
+        if not isinstance(final, bool):
+            raise ModelError(f"scalemae model_config 'final_norm' must be true or false; got {final!r}")
+        self.final_norm = final
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
+        d["model_config"]["final_norm"] = self.final_norm
+        d["grid"] += ", " + ("after" if self.final_norm else "without") + " the encoder's final LayerNorm"
         d["side_inputs"] = {
             "input_res_m": "scale_m * min(H, W) / image_size: the ground sample distance of the resized "
             "input, from each input's fetch scale (sensor.scale_m)"
@@ -101,7 +123,7 @@ class ScaleMAEEmbedder(SatMAEEmbedder):
         cls = m.cls_token.expand(t.shape[0], -1, -1)
         t = torch.cat([cls, t + pos], dim=1)  # the cls position is zero
         t = m.blocks(m.pos_drop(t))
-        return m.norm(t)[:, 1:]
+        return (m.norm(t) if self.final_norm else t)[:, 1:]
 
     def _grid(self, x: Any, input_res_m: Any) -> Any:
         from rs_embed_dask.models.vit import tokens_to_grid

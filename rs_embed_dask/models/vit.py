@@ -27,7 +27,6 @@ __all__ = [
     "load_strict",
     "pad_to_square",
     "resize_square",
-    "rgb_levels",
     "scale_m_of",
     "sincos_pos_embed_2d",
     "tokens_to_grid",
@@ -183,17 +182,6 @@ def check_channels(model: str, x: Any, bands: Sequence[str]) -> None:
         )
 
 
-def rgb_levels(x: Any) -> Any:
-    """Sentinel-2 DN -> the 8-bit levels of an RGB image, as float (``floor(clip(DN/10000, 0, 1) * 255)``).
-
-    This is the ``uint8`` conversion rs-embed applies before the image
-    transforms; ``astype(uint8)`` truncates, hence the floor.
-    """
-    import torch
-
-    return torch.floor((x / 10000.0).clamp(0.0, 1.0) * 255.0)
-
-
 def resize_square(x: Any, size: int, *, mode: str = "bicubic", antialias: bool = True) -> Any:
     """Resize ``(B, C, H, W)`` to ``(B, C, size, size)``; a no-op when it already has that size."""
     import torch.nn.functional as F
@@ -205,13 +193,13 @@ def resize_square(x: Any, size: int, *, mode: str = "bicubic", antialias: bool =
     return F.interpolate(x, size=(size, size), mode=mode)
 
 
-def requantize(levels: Any) -> Any:
-    """Round resampled 8-bit levels back to integers in ``[0, 255]`` (what a PIL ``uint8`` resize returns)."""
-    return levels.round().clamp(0.0, 255.0)
-
-
 def pad_to_square(x: Any) -> Any:
-    """Centre-pad ``(B, C, H, W)`` to a square: reflect where the pad fits, edge otherwise."""
+    """Centre-pad ``(..., H, W)`` to a square: reflect when the pad is shorter than the short side, else edge.
+
+    rs-embed's ``center_pad_to_square`` rule (``tools/shape.py``): the extra
+    ``d = |H - W|`` rows or columns go ``d // 2`` before and the rest after,
+    mirrored unless ``d >= min(H, W)``, where the edge is repeated instead.
+    """
     import torch.nn.functional as F
 
     h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -220,9 +208,12 @@ def pad_to_square(x: Any) -> Any:
     d = abs(h - w)
     lo, hi = d // 2, d - d // 2
     pad = (lo, hi, 0, 0) if h > w else (0, 0, lo, hi)
-    short = min(h, w)
-    mode = "reflect" if hi < short else "replicate"
-    return F.pad(x, pad, mode=mode)
+    mode = "reflect" if d < min(h, w) else "replicate"
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, 1, h, w)
+    if not flat.is_floating_point():  # F.pad's reflect/replicate need a float tensor
+        return F.pad(flat.float(), pad, mode=mode).to(x.dtype).reshape(*lead, max(h, w), max(h, w))
+    return F.pad(flat, pad, mode=mode).reshape(*lead, max(h, w), max(h, w))
 
 
 def tokens_to_grid(tokens: Any, gh: int, gw: int) -> Any:
@@ -337,11 +328,13 @@ def timm_vit(
     num_heads: int,
     in_chans: int = 3,
     pos_embed: str = "learn",
+    norm_eps: float = 1e-6,
 ) -> Any:
     """An MAE-style timm ViT encoder (keys ``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.*``, ``norm``).
 
     The state-dict keys are those of the official MAE / SatMAE / Scale-MAE
     encoders, so their checkpoints load unchanged once decoder keys are dropped.
+    ``norm_eps`` is the epsilon of every LayerNorm (blocks and final norm).
     """
     from functools import partial
 
@@ -363,5 +356,5 @@ def timm_vit(
         qkv_bias=True,
         class_token=True,
         pos_embed=pos_embed,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        norm_layer=partial(nn.LayerNorm, eps=norm_eps),
     )
