@@ -9,12 +9,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from rs_embed_dask.errors import ModelError, SpecError
 from rs_embed_dask.pipeline import embed_batch, fetch_input
 from rs_embed_dask.registry import get_model_class
 from rs_embed_dask.resolve import (
+    ResolvedModel,
     default_temporal,
     get_embedder,
     get_provider,
@@ -22,10 +24,17 @@ from rs_embed_dask.resolve import (
     normalize_temporal,
     resolve_model,
 )
-from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
+from rs_embed_dask.specs import (
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    SensorSpec,
+    TemporalSpec,
+    resolve_input_prep,
+)
 from rs_embed_dask.types import Embedding
 
-__all__ = ["get_embedding", "get_embeddings_batch"]
+__all__ = ["EmbedRequest", "get_embedding", "get_embeddings_batch", "prepare_request", "run_request"]
 
 
 def _check_output(output: Any) -> OutputSpec:
@@ -102,7 +111,7 @@ def get_embedding(
     ...                     temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
     ...                     backend="synthetic")  # doctest: +SKIP
     """
-    return _run(
+    req, rois, temporal_n = _prepare_call(
         model,
         [spatial],
         temporal=temporal,
@@ -115,7 +124,8 @@ def get_embedding(
         input_prep=input_prep,
         provider_options=provider_options,
         model_kwargs=model_kwargs,
-    )[0]
+    )
+    return run_request(req, rois, temporal_n)[0]
 
 
 def get_embeddings_batch(
@@ -140,7 +150,7 @@ def get_embeddings_batch(
     """
     if not isinstance(spatials, list) or not spatials:
         raise ModelError("spatials must be a non-empty list[SpatialSpec].")
-    return _run(
+    req, rois, temporal_n = _prepare_call(
         model,
         spatials,
         temporal=temporal,
@@ -154,13 +164,60 @@ def get_embeddings_batch(
         provider_options=provider_options,
         model_kwargs=model_kwargs,
     )
+    return run_request(req, rois, temporal_n)
 
 
-def _run(
+@dataclass(frozen=True)
+class EmbedRequest:
+    """A validated request, ready to embed ROIs in this process.
+
+    Built once by :func:`prepare_request` (what :class:`rs_embed_dask.Model`
+    holds) and run any number of times by :func:`run_request`.
+
+    Attributes
+    ----------
+    model : str
+        The model name as given.
+    resolved : ResolvedModel
+        Canonical name, model config, backend and sensor.
+    output : OutputSpec
+        Pooled or grid output.
+    device : str
+        Device of the process-resident model.
+    input_prep : InputPrepSpec
+        The resolved input preparation.
+    provider_options : dict or None
+        Options of the provider.
+    """
+
+    model: str
+    resolved: ResolvedModel
+    output: OutputSpec
+    device: str
+    input_prep: InputPrepSpec
+    provider_options: Mapping[str, Any] | None = None
+
+
+def warn_managed_input_prep(model: str, input_prep: Any, *, stacklevel: int) -> None:
+    """rs-embed's warning when ``input_prep`` is given to a model that tiles on its own (gse).
+
+    ``stacklevel`` is the one the caller would pass to :func:`warnings.warn`.
+    """
+    try:
+        cls: Any = get_model_class(model)
+    except ModelError:  # reported after spec validation, in rs-embed's check order
+        return
+    if getattr(cls, "manages_own_input_prep", False) and input_prep not in (None, "resize"):
+        warnings.warn(
+            f"Model {model!r} manages its own input preparation; input_prep is ignored.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def prepare_request(
     model: str,
-    spatials: Sequence[Any],
     *,
-    temporal: Any,
     sensor: SensorSpec | None,
     fetch: FetchSpec | None,
     modality: str | None,
@@ -169,16 +226,19 @@ def _run(
     device: str,
     input_prep: InputPrepSpec | str | None,
     provider_options: Mapping[str, Any] | None,
-    model_kwargs: dict[str, Any],
-) -> list[Embedding]:
-    try:
-        cls: Any = get_model_class(model)
-    except ModelError:  # reported after spec validation, in rs-embed's check order
-        cls = None
-    if getattr(cls, "manages_own_input_prep", False) and input_prep not in (None, "resize"):
-        warnings.warn(f"Model {model!r} manages its own input preparation; input_prep is ignored.", UserWarning, stacklevel=3)
-    rois = [normalize_spatial(s) for s in spatials]
-    temporal = normalize_temporal(temporal)
+    model_kwargs: Mapping[str, Any] | None,
+) -> EmbedRequest:
+    """Validate the output spec and resolve the model, its sensor and backend (no I/O, no weights).
+
+    Raises
+    ------
+    SpecError
+        ``output`` is not an :class:`OutputSpec`.
+    ModelError
+        Unknown model, unsupported option, modality, backend or output mode.
+    ProviderError
+        The named provider is not registered.
+    """
     output = _check_output(output)
     rm = resolve_model(
         model,
@@ -186,22 +246,46 @@ def _run(
         sensor=sensor,
         fetch=fetch,
         modality=modality,
-        model_config=model_kwargs or None,
+        model_config=dict(model_kwargs) if model_kwargs else None,
         output_mode=output.mode,
     )
-    prep = resolve_input_prep(input_prep)
+    return EmbedRequest(
+        model=str(model),
+        resolved=rm,
+        output=output,
+        device=device,
+        input_prep=resolve_input_prep(input_prep),
+        provider_options=provider_options,
+    )
+
+
+def run_request(req: EmbedRequest, rois: Sequence[Any], temporal: TemporalSpec | None) -> list[Embedding]:
+    """Embed validated ROIs (:func:`normalize_spatial`) with a prepared request, in input order.
+
+    ``temporal=None`` takes rs-embed's default window, with its warning, for
+    on-the-fly models; the caller of this function is the frame the warning
+    points one level above.
+
+    Raises
+    ------
+    ProviderError
+        The provider could not be initialised.
+    ModelError
+        A fetch or the forward pass failed.
+    """
+    rm = req.resolved
     if rm.is_precomputed:
-        embedder = get_embedder(rm.canonical, rm.config_dict, device)
-        return list(embedder.embed_spatials(rois, temporal=temporal, output=output, sensor=rm.sensor))
+        embedder = get_embedder(rm.canonical, rm.config_dict, req.device)
+        return list(embedder.embed_spatials(rois, temporal=temporal, output=req.output, sensor=rm.sensor))
     if temporal is None:
-        temporal = default_temporal(model)
+        temporal = default_temporal(req.model)
     # initialise the provider here so that set-up failures surface as ProviderError
     # (per-ROI fetch failures below become ModelError, as in rs-embed)
-    get_provider(rm.backend, provider_options)
+    get_provider(rm.backend, req.provider_options)
 
     def _fetch(sp: Any) -> Any:
         try:
-            return fetch_input(rm, sp, temporal, provider_options=provider_options)
+            return fetch_input(rm, sp, temporal, provider_options=req.provider_options)
         except ModelError:
             raise
         except Exception as exc:
@@ -219,8 +303,42 @@ def _run(
     return embed_batch(
         rm,
         [fr.data for fr in fetched],
-        output=output,
+        output=req.output,
         contexts=contexts,
-        device=device,
-        input_prep=prep,
+        device=req.device,
+        input_prep=req.input_prep,
     )
+
+
+def _prepare_call(
+    model: str,
+    spatials: Sequence[Any],
+    *,
+    temporal: Any,
+    sensor: SensorSpec | None,
+    fetch: FetchSpec | None,
+    modality: str | None,
+    output: OutputSpec,
+    backend: str,
+    device: str,
+    input_prep: InputPrepSpec | str | None,
+    provider_options: Mapping[str, Any] | None,
+    model_kwargs: dict[str, Any],
+) -> tuple[EmbedRequest, list[Any], TemporalSpec | None]:
+    """rs-embed's check order: input_prep warning, ROIs, temporal, output, model."""
+    warn_managed_input_prep(model, input_prep, stacklevel=3)
+    rois = [normalize_spatial(s) for s in spatials]
+    temporal_n = normalize_temporal(temporal)
+    req = prepare_request(
+        model,
+        sensor=sensor,
+        fetch=fetch,
+        modality=modality,
+        output=output,
+        backend=backend,
+        device=device,
+        input_prep=input_prep,
+        provider_options=provider_options,
+        model_kwargs=model_kwargs,
+    )
+    return req, rois, temporal_n

@@ -9,6 +9,7 @@ fields and their order are rs-embed's, so its readers find what they expect.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,13 @@ import numpy as np
 
 from rs_embed_dask.serialization import jsonable
 
-__all__ = ["input_inspection", "inspect_chw"]
+__all__ = [
+    "checks_save_dir",
+    "input_inspection",
+    "inspect_chw",
+    "rgb_band_indices",
+    "save_quicklook_rgb",
+]
 
 QUANTILES = (0.01, 0.5, 0.99)
 HIST_BINS = 32
@@ -33,6 +40,7 @@ def inspect_chw(
     name: str = "input",
     fill_value: float | None = 0.0,
     value_range: Sequence[float] | None = None,
+    expected_channels: int | None = None,
 ) -> dict[str, Any]:
     """A report of a ``(C, H, W)`` array's values.
 
@@ -46,6 +54,8 @@ def inspect_chw(
         The provider's no-data fill, counted in ``fill_frac``.
     value_range : (float, float), optional
         Values outside it (more than 0.1 %) are an issue.
+    expected_channels : int, optional
+        A different channel count is an issue (the sensor's band count).
 
     Returns
     -------
@@ -58,7 +68,13 @@ def inspect_chw(
     arr = np.asarray(x)
     if arr.ndim != 3:
         raise ValueError(f"inspect_chw expects a (C, H, W) array, got shape {arr.shape}")
-    report: dict[str, Any] = {"name": name, "ok": True, "issues": [], "shape": list(arr.shape), "dtype": str(arr.dtype)}
+    report: dict[str, Any] = {
+        "name": name,
+        "ok": True,
+        "issues": [],
+        "shape": list(arr.shape),
+        "dtype": str(arr.dtype),
+    }
     stride = 1
     while arr[:, ::stride, ::stride].size > MAX_ELEMENTS:
         stride += 1
@@ -80,7 +96,9 @@ def inspect_chw(
     for n in names:
         report[f"band_{n}"] = report["band_quantiles"][n]
     report["quantiles"] = list(QUANTILES)
-    lo, hi = (float(np.nanmin(q[:, 0])), float(np.nanmax(q[:, -1]))) if c and np.isfinite(q).any() else (0.0, 0.0)
+    lo, hi = (
+        (float(np.nanmin(q[:, 0])), float(np.nanmax(q[:, -1]))) if c and np.isfinite(q).any() else (0.0, 0.0)
+    )
     lo, hi = round(lo, 6), round(hi, 6)
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1).astype(np.float32)
     counts = [np.histogram(f, bins=edges)[0].astype(int).tolist() for f in flat]
@@ -92,6 +110,8 @@ def inspect_chw(
     fill_frac = float((sample == fill_value).mean()) if fill_value is not None and sample.size else 0.0
     report["fill_frac"] = fill_frac
     issues: list[str] = report["issues"]
+    if expected_channels is not None and c != int(expected_channels):
+        issues.append(f"channel mismatch: C={c}, expected {int(expected_channels)}")
     if report["finite_frac"] < 0.999:
         issues.append(f"non-finite values: finite_frac={report['finite_frac']:.4f} < 0.999")
     for b, s in enumerate(report["band_std"]):
@@ -138,3 +158,76 @@ def input_inspection(x: np.ndarray, sensor: Any, *, name: str) -> dict[str, Any]
         "n_frames": int(arr.shape[0]) if arr.ndim == 4 else None,
         "inspected_frame": frame,
     }
+
+
+def checks_save_dir(sensor: Any = None) -> str | None:
+    """Where quick-look PNGs go: ``$RS_EMBED_CHECK_SAVE_DIR``, else ``sensor.check_save_dir``."""
+    env = os.environ.get("RS_EMBED_CHECK_SAVE_DIR")
+    if env:
+        return env
+    d = getattr(sensor, "check_save_dir", None)
+    return str(d) if d else None
+
+
+def rgb_band_indices(bands: Sequence[str] | None, n_channels: int) -> tuple[int, int, int]:
+    """Channels of a true-colour quick-look: ``B4, B3, B2`` when the band names have them, else ``0, 1, 2``."""
+    names = [str(b).upper() for b in (bands or ())]
+    if len(names) == n_channels and {"B4", "B3", "B2"} <= set(names):
+        return names.index("B4"), names.index("B3"), names.index("B2")
+    return 0, 1, 2
+
+
+def save_quicklook_rgb(
+    x_chw: np.ndarray,
+    *,
+    path: str,
+    bands: tuple[int, int, int] = (0, 1, 2),
+    pmin: float = 2.0,
+    pmax: float = 98.0,
+) -> str:
+    """Write a PNG of three channels, each stretched between its ``pmin`` and ``pmax`` percentiles.
+
+    Non-finite values count as 0; a channel without spread is black.  Needs
+    matplotlib (``pip install 'rs-embed-dask[plot]'``).
+
+    Parameters
+    ----------
+    x_chw : numpy.ndarray
+        ``(C, H, W)`` with ``C > max(bands)``.
+    path : str
+        The PNG to write (its directory is created).
+    bands : (int, int, int), default (0, 1, 2)
+        The channels shown as red, green and blue.
+    pmin, pmax : float, default 2 and 98
+        The percentile stretch.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        ``x_chw`` is not 3-D or has too few channels.
+    ImportError
+        matplotlib is not installed.
+    """
+    arr = np.asarray(x_chw)
+    if arr.ndim != 3:
+        raise ValueError(f"save_quicklook_rgb expects a (C, H, W) array, got shape {arr.shape}")
+    if max(bands) >= arr.shape[0]:
+        raise ValueError(f"bands={tuple(bands)} out of range for C={arr.shape[0]}")
+    from matplotlib.image import imsave
+
+    rgb = np.nan_to_num(
+        np.stack([arr[b] for b in bands], axis=-1).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0
+    )
+    out = np.zeros_like(rgb)
+    for ch in range(3):
+        lo, hi = np.percentile(rgb[..., ch], (pmin, pmax))
+        if hi > lo + 1e-6:
+            out[..., ch] = (rgb[..., ch] - lo) / (hi - lo)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    imsave(path, np.clip(out, 0.0, 1.0), format="png")
+    return path

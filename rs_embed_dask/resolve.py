@@ -26,9 +26,11 @@ from rs_embed_dask.worker_setup import tune_malloc_for_inference
 __all__ = [
     "ResolvedModel",
     "default_temporal",
+    "embedder_cache_key",
     "flatten_model_config",
     "get_embedder",
     "get_provider",
+    "keep_resident",
     "normalize_spatial",
     "normalize_temporal",
     "provider_for_collection",
@@ -361,10 +363,8 @@ def configure_cpu_threads() -> int | None:
 
 def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> Any:
     """The process-wide, loaded embedder for ``(name, model_config, device)``."""
-    from rs_embed_dask.models.base import resolve_device
-
-    dev = resolve_device(device)
-    key = (canonical_model_name(name), _config_token(model_config), dev)
+    key = embedder_cache_key(name, model_config, device)
+    dev = key[2]
     with _cache_lock:
         cls = get_model_class(name)
         emb = _EMBEDDERS.get(key)
@@ -384,6 +384,24 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
         while len(_EMBEDDERS) > _MAX_EMBEDDERS:
             _EMBEDDERS.popitem(last=False)
         return emb
+
+
+def embedder_cache_key(name: str, model_config: Any = None, device: str = "auto") -> tuple[str, str, str]:
+    """The key of ``(name, model_config, device)`` in this process's embedder cache."""
+    from rs_embed_dask.models.base import resolve_device
+
+    return canonical_model_name(name), _config_token(model_config), resolve_device(device)
+
+
+def keep_resident(key: tuple[str, str, str], embedder: Any) -> None:
+    """Put a loaded embedder back in the cache under ``key`` if it was evicted or reset.
+
+    A :class:`~rs_embed_dask.Model` keeps its model for its whole life, as
+    rs-embed's does, also across :func:`reset_runtime`.
+    """
+    with _cache_lock:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = embedder
 
 
 def get_provider(name: str, options: Mapping[str, Any] | None = None) -> Any:

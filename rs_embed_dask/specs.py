@@ -198,8 +198,9 @@ class TemporalSpec:
     end: str | None = None
 
     @classmethod
-    def _from_year(cls, year: int) -> TemporalSpec:
-        return cls(mode="year", year=year)
+    def _from_year(cls, y: int) -> TemporalSpec:
+        """A calendar year ``y``: the window ``[y-01-01, (y+1)-01-01)``."""
+        return cls(mode="year", year=y)
 
     @classmethod
     def range(cls, start: str, end: str) -> TemporalSpec:
@@ -210,17 +211,19 @@ class TemporalSpec:
         """Raise :class:`SpecError` when the spec is not usable."""
         if self.mode == "year":
             y = self.year
-            if y is None or isinstance(y, bool):
-                raise SpecError("TemporalSpec(mode='year') requires an integer year.")
+            if y is None:
+                raise SpecError("TemporalSpec.year requires year.")
+            if isinstance(y, bool):  # stricter than rs-embed, which takes True as year 1
+                raise SpecError("TemporalSpec.year requires an integer year.")
             try:
                 yi = int(y)
-            except (TypeError, ValueError) as exc:
-                raise SpecError("TemporalSpec(mode='year') requires an integer year.") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SpecError("TemporalSpec.year requires an integer year.") from exc
             if not 1 <= yi <= 9999:
                 raise SpecError("TemporalSpec.year must be in [1, 9999].")
         elif self.mode == "range":
             if not self.start or not self.end:
-                raise SpecError("TemporalSpec.range requires both start and end.")
+                raise SpecError("TemporalSpec.range requires start and end.")
             try:
                 s = date.fromisoformat(str(self.start))
                 e = date.fromisoformat(str(self.end))
@@ -229,7 +232,7 @@ class TemporalSpec:
             if s >= e:
                 raise SpecError("TemporalSpec.range requires start < end.")
         else:
-            raise SpecError(f"Unknown TemporalSpec mode: {self.mode!r} (expected 'year' or 'range').")
+            raise SpecError(f"Unknown TemporalSpec mode: {self.mode} (expected 'year' or 'range').")
 
     def date_range(self) -> tuple[date, date]:
         """Return ``(start, end)`` dates, end exclusive."""
@@ -388,9 +391,18 @@ class InputPrepSpec:
         object.__setattr__(self, "tile_snap_frac", min(0.5, max(0.0, float(self.tile_snap_frac))))
 
     @classmethod
-    def auto(cls, **kwargs: Any) -> InputPrepSpec:
+    def auto(
+        cls,
+        *,
+        tile_size: int | None = None,
+        tile_stride: int | None = None,
+        max_tiles: int = 64,
+        max_tiles_hard: int = 1024,
+        pad_edges: bool = True,
+        tile_snap_frac: float = 0.1,
+    ) -> InputPrepSpec:
         """Tile grid requests when useful, otherwise resize."""
-        return cls(mode="auto", **kwargs)
+        return cls("auto", tile_size, tile_stride, max_tiles, max_tiles_hard, pad_edges, tile_snap_frac)
 
     @classmethod
     def resize(cls) -> InputPrepSpec:
@@ -398,9 +410,18 @@ class InputPrepSpec:
         return cls(mode="resize")
 
     @classmethod
-    def tile(cls, **kwargs: Any) -> InputPrepSpec:
+    def tile(
+        cls,
+        *,
+        tile_size: int | None = None,
+        tile_stride: int | None = None,
+        max_tiles: int = 64,
+        max_tiles_hard: int = 1024,
+        pad_edges: bool = True,
+        tile_snap_frac: float = 0.1,
+    ) -> InputPrepSpec:
         """Cut the input into model-sized tiles and stitch or pool the results."""
-        return cls(mode="tile", **kwargs)
+        return cls("tile", tile_size, tile_stride, max_tiles, max_tiles_hard, pad_edges, tile_snap_frac)
 
     def validate(self) -> None:
         """Raise :class:`ModelError` as rs-embed's resolution does."""

@@ -31,7 +31,7 @@ def assert_png(path) -> None:
 
 def fake_result(emb: np.ndarray, spatials: list) -> ExportResult:
     n = emb.shape[0]
-    mr = ModelResult("rcf", "ok", embeddings=emb.astype(np.float32))
+    mr = ModelResult("rcf", "ok", emb.astype(np.float32), None, None)
     return ExportResult(
         layout="combined",
         spatials=[jsonable(s) for s in spatials],

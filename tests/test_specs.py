@@ -299,21 +299,17 @@ def test_temporal_range_has_year_none():
 
 
 def test_temporal_year_without_year_fails():
-    _raises(
-        SpecError, "TemporalSpec(mode='year') requires an integer year.", TemporalSpec(mode="year").validate
-    )
-    _raises(
-        SpecError,
-        "TemporalSpec(mode='year') requires an integer year.",
-        TemporalSpec(mode="year", year="x").validate,
-    )
+    """rs-embed 0.3.1's messages, word for word."""
+    _raises(SpecError, "TemporalSpec.year requires year.", TemporalSpec(mode="year").validate)
+    _raises(SpecError, "TemporalSpec.year requires an integer year.", TemporalSpec(mode="year", year="x").validate)
+    _raises(SpecError, "TemporalSpec.year requires an integer year.", TemporalSpec(mode="year", year=float("inf")).validate)
 
 
 def test_temporal_bad_mode_and_missing_dates():
-    _raises(SpecError, "Unknown TemporalSpec mode: 'decade'", TemporalSpec(mode="decade").validate)
+    _raises(SpecError, "Unknown TemporalSpec mode: decade (expected 'year' or 'range').", TemporalSpec(mode="decade").validate)
     _raises(
         SpecError,
-        "TemporalSpec.range requires both start and end.",
+        "TemporalSpec.range requires start and end.",
         TemporalSpec(mode="range", start="2022-01-01").validate,
     )
 

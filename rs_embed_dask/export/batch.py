@@ -21,7 +21,7 @@ def export_batch(
     temporal: Any,
     models: list[Any],
     target: ExportTarget | None = None,
-    config: ExportConfig | None = None,
+    config: ExportConfig | None = ExportConfig(),  # noqa: B008 - frozen, rs-embed's default
     backend: str = "auto",
     device: str = "auto",
     output: OutputSpec = OutputSpec.pooled(),  # noqa: B008 - frozen
@@ -87,11 +87,12 @@ def export_batch(
             f"config keywords are {sorted(_LEGACY_CONFIG_KEYS)}."
         )
     fmt_override = None
-    if config is None:
-        config = ExportConfig(**config_kwargs)
-    elif config_kwargs:
+    config = ExportConfig() if config is None else config
+    if config_kwargs:
         if set(config_kwargs) == {"format"}:
             fmt_override = config_kwargs["format"]
+        elif config == ExportConfig():
+            config = ExportConfig(**config_kwargs)
         else:
             raise ModelError(
                 "Pass run options either as config=ExportConfig(...) or as keywords, not both; "

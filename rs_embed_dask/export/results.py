@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -104,17 +104,20 @@ def _as_dask(value: Any) -> Any:
 class ModelResult:
     """One model's results across all items of an export.
 
+    rs-embed's fields and constructor, as a plain class rather than a
+    dataclass: arrays given as dask arrays are read on first access.
+
     Parameters
     ----------
     name : str
         The model name as written in the export.
     status : {"ok", "partial", "failed"}
         Aggregate status.
-    embeddings, inputs : numpy.ndarray or dask.array.Array, optional
+    embeddings, inputs : numpy.ndarray, dask.array.Array or None
         ``(n_items, D)`` / ``(n_items, D, h, w)`` embeddings and
         ``(n_items, C, H, W)`` / ``(n_items, T, C, H, W)`` inputs, float32,
         NaN rows where an item has none.
-    meta : Sequence[dict], optional
+    meta : Sequence[dict] or None
         Per-item embedding metadata, ``{}`` where an item has none.
     error : str, optional
         The first error when the model failed everywhere.
@@ -131,9 +134,9 @@ class ModelResult:
         self,
         name: str,
         status: str,
-        embeddings: Any = None,
-        inputs: Any = None,
-        meta: Sequence[dict[str, Any]] | None = None,
+        embeddings: Any,
+        inputs: Any,
+        meta: Sequence[dict[str, Any]] | None,
         error: str | None = None,
         *,
         errors: Mapping[int, str] | None = None,
@@ -304,6 +307,7 @@ class ExportResult:
     status: str
     models: dict[str, ModelResult]
     manifest: dict[str, Any]
+    _: KW_ONLY
     format: str = ""
     path: str = ""
     item_names: Sequence[str] | None = field(default=None, repr=False)

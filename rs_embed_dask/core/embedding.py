@@ -1,0 +1,7 @@
+"""``rs_embed.core.embedding``: :class:`Embedding`."""
+
+from __future__ import annotations
+
+from rs_embed_dask.types import Embedding
+
+__all__ = ["Embedding"]
