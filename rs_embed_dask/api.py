@@ -23,6 +23,7 @@ from rs_embed_dask.resolve import (
     normalize_spatial,
     normalize_temporal,
     resolve_model,
+    with_frames,
 )
 from rs_embed_dask.specs import (
     FetchSpec,
@@ -279,6 +280,7 @@ def run_request(req: EmbedRequest, rois: Sequence[Any], temporal: TemporalSpec |
         return list(embedder.embed_spatials(rois, temporal=temporal, output=req.output, sensor=rm.sensor))
     if temporal is None:
         temporal = default_temporal(req.model)
+    rm = with_frames(rm, temporal)
     # initialise the provider here so that set-up failures surface as ProviderError
     # (per-ROI fetch failures below become ModelError, as in rs-embed)
     get_provider(rm.backend, req.provider_options)

@@ -31,6 +31,7 @@ from rs_embed_dask.resolve import (
     normalize_spatial,
     normalize_temporal,
     resolve_model,
+    with_frames,
 )
 from rs_embed_dask.specs import FetchSpec, SensorSpec, SpatialSpec, TemporalSpec
 
@@ -277,6 +278,7 @@ def inspect_model_input(
         model_config=model_kwargs or None,
         output_mode="pooled" if "pooled" in modes else modes[0],
     )
+    rm = with_frames(rm, temporal_n)
     if rm.sensor is None:
         raise ModelError(f"Model '{model_n}' has no default sensor; pass sensor=... explicitly.")
     fr, window = _fetch_model_input(rm, model, roi, temporal_n, provider_options)

@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rs_embed_dask.errors import ModelError, ProviderError, SpecError
@@ -37,6 +37,7 @@ __all__ = [
     "resolve_backend",
     "resolve_model",
     "sensor_cache_key",
+    "with_frames",
 ]
 
 DEFAULT_RANGE = ("2022-06-01", "2022-09-01")
@@ -318,8 +319,23 @@ def resolve_model(
         sensor=resolved_sensor,
         model_type=cls.model_type,
         temporal_semantics=embedder.temporal_semantics(),
-        n_frames=cls.n_frames,
+        n_frames=embedder.frame_count(),
     )
+
+
+def with_frames(rm: ResolvedModel, temporal: TemporalSpec | None) -> ResolvedModel:
+    """``rm`` with the frame count its model fetches for ``temporal`` (prithvi derives it from the window).
+
+    ``temporal=None`` stands for rs-embed's default window.  Products and
+    single-composite models come back unchanged.
+    """
+    if rm.is_precomputed:
+        return rm
+    embedder = get_model_class(rm.canonical)(rm.config_dict)
+    n = embedder.frame_count(temporal)
+    if n == rm.n_frames:
+        return rm
+    return replace(rm, n_frames=n, temporal_semantics=embedder.temporal_semantics(temporal))
 
 
 # -- per-process caches: a model is built once per (model, config, device) ----------

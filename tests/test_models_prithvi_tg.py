@@ -278,3 +278,38 @@ def test_ssl4eo_defaults_are_l1c_13_bands():
         assert "B10" in d["inputs"]["bands"]
         assert d["embedding_dim"] == dim
         assert d["extra"] == "torchgeo"
+
+
+@pytest.mark.parametrize(
+    ("window", "cfg", "frames"),
+    [
+        (("2022-06-01", "2022-07-01"), {}, None),  # 30 days: one whole-window composite
+        (("2022-06-01", "2022-08-01"), {}, 2),  # 61 days
+        (("2022-06-01", "2022-09-01"), {}, 3),  # rs-embed's default window, 92 days
+        (("2022-01-01", "2023-01-01"), {}, 4),  # capped at the 4 pretraining frames
+        (("2022-01-01", "2023-01-01"), {"max_frames": 2}, 2),
+        (("2022-01-01", "2023-01-01"), {"temporal_mode": "single"}, None),
+    ],
+)
+def test_prithvi_fetches_rs_embeds_frame_count(prithvi_cfg, window, cfg, frames):
+    """``clamp(window_days // 28, 1, max_frames)`` frames, as rs-embed's temporal_mode="auto", down to the fetch."""
+    from rs_embed_dask.pipeline import fetch_input
+    from rs_embed_dask.resolve import resolve_model, with_frames
+
+    when = TemporalSpec.range(*window)
+    rm = with_frames(resolve_model("prithvi", backend="synthetic", model_config={**prithvi_cfg, **cfg}), when)
+    assert rm.n_frames == frames
+    assert rm.temporal_semantics == ("single" if frames is None else f"multi:{frames}")
+    data = fetch_input(rm, PointBuffer(12.5, 41.9, 300), when).data
+    assert data.ndim == (3 if frames is None else 4)
+    if frames is not None:
+        assert data.shape[0] == frames
+    (emb,) = PrithviEmbedder({**prithvi_cfg, **cfg}).embed_inputs(
+        [data], output=POOLED, contexts=[{"temporal": when, "spatial": PointBuffer(12.5, 41.9, 300)}]
+    )
+    assert emb.data.shape == (32,)
+
+
+def test_prithvi_temporal_mode_is_checked():
+    with pytest.raises(ModelError, match="'temporal_mode' must be 'auto', 'single' or 'multi'"):
+        PrithviEmbedder({"temporal_mode": "weekly"})

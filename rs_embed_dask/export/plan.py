@@ -16,7 +16,13 @@ from typing import Any
 from rs_embed_dask.errors import ModelError, SpecError
 from rs_embed_dask.export.manifest import fingerprint_payload
 from rs_embed_dask.registry import get_model_class, get_provider_class
-from rs_embed_dask.resolve import ResolvedModel, normalize_spatial, normalize_temporal, resolve_model
+from rs_embed_dask.resolve import (
+    ResolvedModel,
+    normalize_spatial,
+    normalize_temporal,
+    resolve_model,
+    with_frames,
+)
 from rs_embed_dask.serialization import jsonable, request_fingerprint, sanitize_key
 from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
 from rs_embed_dask.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
@@ -291,6 +297,7 @@ def build_plan(
         from rs_embed_dask.resolve import default_temporal
 
         temporal = default_temporal(models_t[0].name)
+    models_t = tuple(with_frames(m, temporal) for m in models_t)
     inputs: dict[str, InputSpec] = {}
     for m in models_t:
         key = m.input_key

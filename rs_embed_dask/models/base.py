@@ -185,9 +185,17 @@ class Embedder:
         """``True`` for products that are their own source (no provider fetch)."""
         return "precomputed" in self.model_type
 
-    def temporal_semantics(self) -> str:
+    def frame_count(self, temporal: Any = None) -> int | None:
+        """Frames fetched for a time window (``None``: one composite); ``temporal=None`` is rs-embed's default window.
+
+        ``n_frames`` unless a model derives the count from the window (prithvi).
+        """
+        return self.n_frames
+
+    def temporal_semantics(self, temporal: Any = None) -> str:
         """How inputs are fetched in time (``"single"`` or ``"multi:<T>"``); part of the input-sharing key."""
-        return "single" if self.n_frames is None else f"multi:{self.n_frames}"
+        n = self.frame_count(temporal)
+        return "single" if n is None else f"multi:{n}"
 
     def resolve_input_size(self) -> int | None:
         """The square input size ``input_prep`` tiles to: ``input_size``, else ``describe()["defaults"]["image_size"]``.

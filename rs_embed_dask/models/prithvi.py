@@ -306,6 +306,13 @@ class PrithviEmbedder(TorchEmbedder):
         ``"hls_stats"``: (DN - mean) / std with the checkpoints' HLS statistics.
     use_coords : bool, default True
         Feed temporal and location coordinates to TL variants.
+    temporal_mode : {"auto", "single", "multi"}, default ``"auto"``
+        rs-embed's frame packaging: ``"auto"`` and ``"multi"`` fetch
+        ``clamp(window_days // 28, 1, max_frames)`` equal time bins (one
+        whole-window composite when that is 1), ``"single"`` one composite.
+    max_frames : int, default 4
+        Cap on the frames of ``"auto"`` / ``"multi"`` (Prithvi-EO-2.0 was
+        pretrained on 4).
     embed_dim, depth, num_heads : int
         Test-only architecture overrides (tiny random models); the published
         weights need the variant's values.
@@ -318,8 +325,11 @@ class PrithviEmbedder(TorchEmbedder):
     input_size = 224
     supports_autocast = True
     config_keys = frozenset(
-        {"variant", "weights", "image_size", "normalization", "use_coords", "embed_dim", "depth", "num_heads"}
-    )
+        {
+            "variant", "weights", "image_size", "normalization", "use_coords", "temporal_mode", "max_frames",
+            "embed_dim", "depth", "num_heads",
+        }
+    )  # fmt: skip
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)
@@ -352,6 +362,19 @@ class PrithviEmbedder(TorchEmbedder):
                 f"prithvi model_config 'normalization' must be 'unit' or 'hls_stats'; got {self.normalization!r}"
             )
         self.use_coords = bool(cfg.get("use_coords", True))
+        self.temporal_mode = str(cfg.get("temporal_mode", "auto")).strip().lower()
+        if self.temporal_mode not in ("auto", "single", "multi"):
+            raise ModelError(
+                f"prithvi model_config 'temporal_mode' must be 'auto', 'single' or 'multi'; got {cfg.get('temporal_mode')!r}"
+            )
+        self.max_frames = _pos_int(cfg, "max_frames", CHECKPOINT_FRAMES)
+
+    def frame_count(self, temporal: Any = None) -> int | None:
+        """rs-embed's frame count for the window: ``clamp(days // 28, 1, max_frames)``, ``None`` for one composite."""
+        if self.temporal_mode == "single":
+            return None
+        n = rs_embed_frame_count(temporal, max_frames=self.max_frames)
+        return None if n == 1 else n
 
     def describe(self) -> dict[str, Any]:
         """Bands, scale, frames, dims and weights of this configuration."""
@@ -360,7 +383,7 @@ class PrithviEmbedder(TorchEmbedder):
             "collection": S2_SR,
             "bands": list(S2_BANDS),
             "hls_bands": list(HLS_BANDS),
-            "shape": f"(T={self.n_frames}, C=6, H, W)",
+            "shape": f"(T, C=6, H, W), T <= {self.max_frames}",
         }
         return {
             **self.describe_head(inputs, scale_m=30, image_size=self.image_size, variant=self.variant),
@@ -371,7 +394,8 @@ class PrithviEmbedder(TorchEmbedder):
             "pooling (mean by default)",
             "pooled": "mean (or max) of every patch token of every frame, CLS dropped",
             "temporal": (
-                f"multi-frame: T={self.n_frames} equal bins of the request window, one composite each; "
+                f"temporal_mode={self.temporal_mode!r}: T = clamp(window_days // 28, 1, {self.max_frames}) "
+                "equal bins of the request window, one composite each (T = 1: one (C, H, W) composite); "
                 "frames repeating an earlier one are dropped"
             ),
             "side_inputs": (
