@@ -177,9 +177,15 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
     """The client to run an export on.
 
     The given client, else the active one, else an embedded local cluster
-    started here and closed on exit.
+    started here and closed on exit.  The embedded cluster's worker
+    processes do not re-run the user's ``__main__`` module
+    (:func:`rs_embed_dask.worker_setup.spawn_without_main`), so a plain
+    script without ``if __name__ == "__main__":`` exports once, on process
+    workers, as a guarded one does.
     """
     from distributed import Client, get_client
+
+    from rs_embed_dask.worker_setup import spawn_without_main
 
     if client is not None:
         yield client
@@ -191,14 +197,16 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
     if active is not None:
         yield active
         return
-    cluster = local_cluster(io_threads=io_threads, verbose=False)
-    try:
-        with Client(cluster) as c:
-            if verbose and c.dashboard_link:
-                print(f"rs-embed-dask: local cluster dashboard at {c.dashboard_link}", flush=True)
-            yield c
-    finally:
-        cluster.close()
+    # the cluster lives inside this call, while the caller's top-level code waits for it
+    with spawn_without_main():
+        cluster = local_cluster(io_threads=io_threads, verbose=False)
+        try:
+            with Client(cluster) as c:
+                if verbose and c.dashboard_link:
+                    print(f"rs-embed-dask: local cluster dashboard at {c.dashboard_link}", flush=True)
+                yield c
+        finally:
+            cluster.close()
 
 
 def print_dashboard(obj: Any, what: str = "cluster") -> None:

@@ -9,18 +9,32 @@ behind fetch and write work.  torch's thread count follows at model load
 
 A process that loads an on-the-fly model also gets glibc's allocator
 thresholds of :func:`tune_malloc_for_inference`, wherever it runs.
+
+While an export's embedded cluster runs, :func:`spawn_without_main` keeps
+its worker processes from re-running the user's script: a plain script (no
+``if __name__ == "__main__":``) then exports once, on process workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
 import threading
+import types
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["INFERENCE_MALLOC", "apply_cpu_affinity", "dask_setup", "malloc_tuning", "tune_malloc_for_inference"]
+__all__ = [
+    "INFERENCE_MALLOC",
+    "apply_cpu_affinity",
+    "dask_setup",
+    "malloc_tuning",
+    "spawn_without_main",
+    "tune_malloc_for_inference",
+]
 
 #: glibc ``mallopt`` parameters (``<malloc.h>``)
 _M_TRIM_THRESHOLD = -1
@@ -112,3 +126,86 @@ def tune_malloc_for_inference() -> dict[str, int] | None:
             return None
         _tuned = dict(INFERENCE_MALLOC)
         return dict(_tuned)
+
+
+#: attributes by which ``multiprocessing`` finds the main module to re-run in a child
+_MAIN_ORIGIN = frozenset({"__file__", "__spec__", "__loader__", "__cached__"})
+_main_lock = threading.Lock()
+_main_users = 0
+_main_saved: types.ModuleType | None = None
+
+
+class _MainView(types.ModuleType):
+    """``__main__`` as seen while :func:`spawn_without_main` is active.
+
+    Every attribute reads through to the user's main module, and writes
+    land there (the script's own globals are untouched), except those that
+    say which file or module it was run from: a spawned child then has no
+    main module to re-run.
+    """
+
+    def __init__(self, main: types.ModuleType) -> None:
+        super().__init__("__main__", getattr(main, "__doc__", None))
+        object.__setattr__(self, "_rs_embed_main", main)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _MAIN_ORIGIN:
+            raise AttributeError(name)
+        return getattr(object.__getattribute__(self, "_rs_embed_main"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a global set through sys.modules["__main__"] lands in the script's module
+        setattr(object.__getattribute__(self, "_rs_embed_main"), name, value)
+
+
+def _main_would_rerun(main: types.ModuleType | None) -> bool:
+    """Whether ``multiprocessing``'s spawn / forkserver children would run ``main`` again."""
+    if main is None or isinstance(main, _MainView):
+        return False
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    return spec_name is not None or getattr(main, "__file__", None) is not None
+
+
+@contextlib.contextmanager
+def spawn_without_main() -> Iterator[bool]:
+    """Start worker processes that do not re-run the user's ``__main__`` module.
+
+    ``multiprocessing``'s spawn and forkserver children (Dask's nanny starts
+    its workers with spawn) first run the parent's main script again, as
+    ``__mp_main__``, so that objects pickled by reference to ``__main__``
+    resolve there.  A script without ``if __name__ == "__main__":`` then
+    runs its export again in every worker, which fails and ends the script.
+    Dask pickles anything that refers to ``__main__`` by value (cloudpickle),
+    so the workers need none of it.
+
+    While this is active, ``sys.modules["__main__"]`` is a view of the main
+    module without the attributes that name its file or module
+    (``__file__``, ``__spec__``, ...); the script's own globals are not
+    touched.  Meant for the lifetime of a cluster that is started and closed
+    inside one call (the embedded cluster of an export), while the script's
+    top-level code waits for that call.  Nested and concurrent uses share
+    one view; the last exit restores the module.
+
+    Yields
+    ------
+    bool
+        Whether ``__main__`` was hidden (``False`` where there is nothing a
+        child would re-run: ``python -c``, an interactive session, a
+        notebook).
+    """
+    global _main_users, _main_saved
+    with _main_lock:
+        if _main_users == 0 and _main_would_rerun(sys.modules.get("__main__")):
+            _main_saved = sys.modules["__main__"]
+            sys.modules["__main__"] = _MainView(_main_saved)
+        _main_users += 1
+        hidden = _main_saved is not None
+    try:
+        yield hidden
+    finally:
+        with _main_lock:
+            _main_users -= 1
+            if _main_users == 0 and _main_saved is not None:
+                if isinstance(sys.modules.get("__main__"), _MainView):
+                    sys.modules["__main__"] = _main_saved
+                _main_saved = None
