@@ -54,6 +54,6 @@ class ViTSEmbedder(TorchEmbedder):
 
 
 def register() -> None:
-    from rs_embed_dask.registry import register_model
+    from rs_embed_dask.core.registry import register_model
 
     register_model(NAME, ViTSEmbedder, overwrite=True)

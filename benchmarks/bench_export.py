@@ -161,7 +161,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _rcf_request() -> Any:
     try:
-        from rs_embed_dask.types import ExportModelRequest
+        from rs_embed_dask.core.types import ExportModelRequest
 
         return ExportModelRequest("rcf", model_config={"features": 64})
     except Exception:  # pragma: no cover

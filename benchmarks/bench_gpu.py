@@ -95,8 +95,8 @@ def bench_forward(name: str, cfg: dict[str, Any], n: int, batch: int, device: st
     """Images/s of preprocess + forward on inputs already on the device."""
     import torch
 
-    from rs_embed_dask.registry import get_model_class
-    from rs_embed_dask.specs import OutputSpec
+    from rs_embed_dask.core.registry import get_model_class
+    from rs_embed_dask.core.specs import OutputSpec
 
     emb = get_model_class(name)(cfg)
     emb.load(device)
@@ -152,8 +152,8 @@ def _rois(n: int, size: int, scale_m: int, offset: int = 0) -> list[Any]:
 def bench_export(client: Any, name: str, cfg: dict[str, Any], n: int, batch: int, tmp: str) -> dict[str, Any]:
     """Images/s of export_batch (synthetic provider, zarr, pooled) on the running cluster."""
     from rs_embed_dask import ExportConfig, ExportTarget, OutputSpec, TemporalSpec, export_batch
-    from rs_embed_dask.registry import get_model_class
-    from rs_embed_dask.types import ExportModelRequest
+    from rs_embed_dask.core.registry import get_model_class
+    from rs_embed_dask.core.types import ExportModelRequest
 
     emb = get_model_class(name)(cfg)
     size = int(emb.resolve_input_size() or 224)

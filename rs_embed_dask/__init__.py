@@ -15,24 +15,15 @@ from rs_embed_dask.api_data import (
     get_embeddings_batch_from_data,
     list_models_for_data,
 )
-from rs_embed_dask.errors import ModelError, ProviderError, RSEmbedError, SpecError
-from rs_embed_dask.export.batch import export_batch, export_npz
-from rs_embed_dask.export.exporter import BatchExporter
-from rs_embed_dask.export.load import load_export
-from rs_embed_dask.export.results import ExportResult, ModelResult
-from rs_embed_dask.inspect_api import inspect_gee_patch, inspect_model_input, inspect_provider_patch
-from rs_embed_dask.model_api import Model
-from rs_embed_dask.pretty_warnings import disable_pretty_warnings, enable_pretty_warnings
-from rs_embed_dask.regions import RegionTiles, read_spatials, tile_region
-from rs_embed_dask.registry import (
+from rs_embed_dask.core.errors import ModelError, ProviderError, RSEmbedError, SpecError
+from rs_embed_dask.core.registry import (
     describe_model,
     list_models,
     list_providers,
     register_model,
     register_provider,
 )
-from rs_embed_dask.resolve import reset_runtime
-from rs_embed_dask.specs import (
+from rs_embed_dask.core.specs import (
     BBox,
     FetchSpec,
     InputPrepSpec,
@@ -41,7 +32,7 @@ from rs_embed_dask.specs import (
     SensorSpec,
     TemporalSpec,
 )
-from rs_embed_dask.types import (
+from rs_embed_dask.core.types import (
     Embedding,
     ExportConfig,
     ExportLayout,
@@ -49,6 +40,15 @@ from rs_embed_dask.types import (
     ExportTarget,
     ModelConfig,
 )
+from rs_embed_dask.export.batch import export_batch, export_npz
+from rs_embed_dask.export.exporter import BatchExporter
+from rs_embed_dask.export.load import load_export
+from rs_embed_dask.export.results import ExportResult, ModelResult
+from rs_embed_dask.inspect_api import inspect_gee_patch, inspect_model_input, inspect_provider_patch
+from rs_embed_dask.model_api import Model
+from rs_embed_dask.pretty_warnings import disable_pretty_warnings, enable_pretty_warnings
+from rs_embed_dask.regions import RegionTiles, read_spatials, tile_region
+from rs_embed_dask.resolve import reset_runtime
 from rs_embed_dask.user_data import UserData
 
 try:

@@ -12,9 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.core.errors import ModelError, SpecError
+from rs_embed_dask.core.registry import get_model_class
+from rs_embed_dask.core.specs import (
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    SensorSpec,
+    TemporalSpec,
+    resolve_input_prep,
+)
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.pipeline import embed_batch, fetch_input
-from rs_embed_dask.registry import get_model_class
 from rs_embed_dask.resolve import (
     ResolvedModel,
     default_temporal,
@@ -25,15 +34,6 @@ from rs_embed_dask.resolve import (
     resolve_model,
     with_frames,
 )
-from rs_embed_dask.specs import (
-    FetchSpec,
-    InputPrepSpec,
-    OutputSpec,
-    SensorSpec,
-    TemporalSpec,
-    resolve_input_prep,
-)
-from rs_embed_dask.types import Embedding
 
 __all__ = ["EmbedRequest", "get_embedding", "get_embeddings_batch", "prepare_request", "run_request"]
 

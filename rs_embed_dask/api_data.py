@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.registry import canonical_model_name, get_model_class, list_models
+from rs_embed_dask.core.specs import InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, resolve_input_prep
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.pipeline import embed_batch
-from rs_embed_dask.registry import canonical_model_name, get_model_class, list_models
 from rs_embed_dask.resolve import ResolvedModel, normalize_spatial, normalize_temporal, resolve_model
-from rs_embed_dask.specs import InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, resolve_input_prep
-from rs_embed_dask.types import Embedding
 from rs_embed_dask.user_data import (
     UserData,
     align_to_common_grid,
@@ -255,7 +255,7 @@ def _embed_chunk(
 
 def _plugins(rm: ResolvedModel) -> dict[str, Any]:
     """The model class when it was registered at run time (workers import built-ins by path)."""
-    from rs_embed_dask import registry
+    from rs_embed_dask.core import registry
 
     ref = registry._models.get(rm.canonical)
     return (

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from rs_embed_dask.errors import SpecError
-from rs_embed_dask.specs import BBox, PointBuffer, SpatialSpec
+from rs_embed_dask.core.errors import SpecError
+from rs_embed_dask.core.specs import BBox, PointBuffer, SpatialSpec
 
 __all__ = [
     "EARTH_RADIUS_M",

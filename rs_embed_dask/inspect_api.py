@@ -20,10 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.registry import (
+    canonical_model_name,
+    get_model_class,
+    get_provider_class,
+    list_providers,
+)
+from rs_embed_dask.core.specs import FetchSpec, SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.inspection import checks_save_dir, inspect_chw, rgb_band_indices, save_quicklook_rgb
 from rs_embed_dask.pipeline import fetch_input
-from rs_embed_dask.registry import canonical_model_name, get_model_class, get_provider_class, list_providers
 from rs_embed_dask.resolve import (
     ResolvedModel,
     default_temporal,
@@ -33,7 +39,6 @@ from rs_embed_dask.resolve import (
     resolve_model,
     with_frames,
 )
-from rs_embed_dask.specs import FetchSpec, SensorSpec, SpatialSpec, TemporalSpec
 
 __all__ = ["inspect_gee_patch", "inspect_model_input", "inspect_provider_patch"]
 

@@ -2,7 +2,7 @@
 
 A job file is read into frozen dataclasses and checked as a whole, models,
 specs, target and cluster included, before anything is started.  Every error
-is a :class:`~rs_embed_dask.errors.SpecError` (or ``ModelError``) whose message
+is a :class:`~rs_embed_dask.core.errors.SpecError` (or ``ModelError``) whose message
 starts with the file and the field path (``models[1].model_config.variant``)
 and lists the allowed values.
 
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rs_embed_dask.errors import ModelError, RSEmbedError, SpecError
-from rs_embed_dask.specs import (
+from rs_embed_dask.core.errors import ModelError, RSEmbedError, SpecError
+from rs_embed_dask.core.specs import (
     BBox,
     FetchSpec,
     InputPrepSpec,
@@ -45,7 +45,7 @@ from rs_embed_dask.specs import (
     SensorSpec,
     TemporalSpec,
 )
-from rs_embed_dask.types import ExportConfig, ExportModelRequest, ExportTarget
+from rs_embed_dask.core.types import ExportConfig, ExportModelRequest, ExportTarget
 
 __all__ = ["ClusterChoice", "ExportJob", "SpatialSource", "load_job", "parse_job"]
 
@@ -329,7 +329,7 @@ def _parse_temporal(err: _Err, d: Any) -> TemporalSpec | None:
 
 
 def _parse_models(err: _Err, v: Any) -> tuple[ExportModelRequest, ...]:
-    from rs_embed_dask.registry import get_model_class, list_models
+    from rs_embed_dask.core.registry import get_model_class, list_models
 
     out = []
     for i, m in enumerate(_list(err, v, "models")):
@@ -389,7 +389,7 @@ def _parse_config(err: _Err, d: Any) -> ExportConfig:
         text = str(exc)
         bad = next((n for n in names if f"ExportConfig.{n} " in text or (n == "format" and "format" in text)), "")
         if bad == "format":
-            from rs_embed_dask.types import EXPORT_FORMATS
+            from rs_embed_dask.core.types import EXPORT_FORMATS
 
             raise err("config.format", f"unsupported format {d.get('format')!r}; allowed: {list(EXPORT_FORMATS)}.", ModelError) from exc
         raise err(f"config.{bad}" if bad else "config", text, type(exc)) from exc
@@ -516,7 +516,7 @@ def parse_job(data: Any, *, source: str = "<job>", base: str | os.PathLike[str] 
         if not isinstance(val, str) or not val.strip():
             raise err(k, f"expected a name; got {val!r}.")
     if backend not in ("auto", "provider"):
-        from rs_embed_dask.registry import list_providers
+        from rs_embed_dask.core.registry import list_providers
 
         if backend not in list_providers():
             raise err("backend", f"unknown provider {backend!r}; allowed: {['auto', *list_providers()]}.", ModelError)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from rs_embed_dask.errors import ModelError
-from rs_embed_dask.specs import SensorSpec
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import SensorSpec
 
 __all__ = ["modality_profiles", "normalize_modality", "resolve_modality"]
 

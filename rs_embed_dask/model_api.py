@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from rs_embed_dask.api import EmbedRequest, prepare_request, run_request, warn_managed_input_prep
-from rs_embed_dask.errors import ModelError
-from rs_embed_dask.registry import list_models as _list_models
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import list_models as _list_models
+from rs_embed_dask.core.specs import (
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    SensorSpec,
+    SpatialSpec,
+    TemporalSpec,
+)
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.resolve import (
     embedder_cache_key,
     get_embedder,
@@ -22,8 +31,6 @@ from rs_embed_dask.resolve import (
     normalize_spatial,
     normalize_temporal,
 )
-from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = ["Model"]
 

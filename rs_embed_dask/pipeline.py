@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rs_embed_dask import tiling
-from rs_embed_dask.errors import ModelError, TransientProviderError
+from rs_embed_dask.core.errors import ModelError, TransientProviderError
+from rs_embed_dask.core.specs import InputPrepSpec, OutputSpec, SpatialSpec, TemporalSpec, resolve_input_prep
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.providers.base import FetchResult
 from rs_embed_dask.resolve import ResolvedModel, get_embedder, get_provider
-from rs_embed_dask.specs import InputPrepSpec, OutputSpec, SpatialSpec, TemporalSpec, resolve_input_prep
-from rs_embed_dask.types import Embedding
 
 __all__ = ["embed_batch", "fetch_input", "finalize_meta", "orient_grid", "run_with_retry"]
 

@@ -130,8 +130,8 @@ def plot_grid_pca(grid: Any, *, ax: Any = None, path: str | None = None, title: 
 
 
 def _footprint(s: Any) -> tuple[float, float, float, float]:
+    from rs_embed_dask.core.specs import BBox, PointBuffer
     from rs_embed_dask.geometry import mercator_bounds, mercator_to_lonlat
-    from rs_embed_dask.specs import BBox, PointBuffer
 
     if isinstance(s, Mapping):
         d = {

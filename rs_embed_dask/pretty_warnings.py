@@ -3,7 +3,7 @@
 :func:`enable_pretty_warnings` replaces :func:`warnings.showwarning` with a
 handler that renders warnings raised by :mod:`rs_embed_dask` (its code calls
 :func:`warnings.warn`, or the category is
-:class:`~rs_embed_dask.errors.RSEmbedWarning`) as a short block::
+:class:`~rs_embed_dask.core.errors.RSEmbedWarning`) as a short block::
 
     ⚠ rs-embed-dask · UserWarning
     │ temporal=None for model 'rcf': using the default window
@@ -99,7 +99,7 @@ def _warned_from_package() -> bool:
 
 def _ours(category: type[Warning], filename: str) -> bool:
     """Whether a warning is this package's: of its category, or raised by its code."""
-    from rs_embed_dask.errors import RSEmbedWarning
+    from rs_embed_dask.core.errors import RSEmbedWarning
 
     if isinstance(category, type) and issubclass(category, RSEmbedWarning):
         return True

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.core.errors import SpecError
+from rs_embed_dask.core.specs import BBox, PointBuffer
 from rs_embed_dask.export.sources import read_spatials, to_lonlat_geometry
 from rs_embed_dask.geometry import (
     EARTH_RADIUS_M,
@@ -36,7 +37,6 @@ from rs_embed_dask.geometry import (
     mercator_bounds,
     mercator_to_lonlat,
 )
-from rs_embed_dask.specs import BBox, PointBuffer
 
 __all__ = ["RegionTiles", "read_spatials", "tile_region"]
 
@@ -74,7 +74,7 @@ class RegionTiles:
     """The tiles of a region on the common grid: a lazy, sized iterable of ``BBox``.
 
     Built by :func:`tile_region`.  Tiles come in row-major order (north to
-    south, west to east) as :class:`~rs_embed_dask.specs.BBox` in EPSG:4326
+    south, west to east) as :class:`~rs_embed_dask.core.specs.BBox` in EPSG:4326
     whose :func:`~rs_embed_dask.geometry.grid_window` at ``scale_m`` is
     exactly ``tile_px`` pixels a side.  ``len()`` counts them without
     building them; iteration streams them; :meth:`partitions` groups them.

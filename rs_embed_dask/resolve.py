@@ -17,11 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rs_embed_dask.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.errors import ModelError, ProviderError, SpecError
+from rs_embed_dask.core.registry import canonical_model_name, get_model_class, get_provider_class
+from rs_embed_dask.core.specs import BBox, FetchSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.modality import resolve_modality, stamp
-from rs_embed_dask.registry import canonical_model_name, get_model_class, get_provider_class
-from rs_embed_dask.specs import BBox, FetchSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
-from rs_embed_dask.worker_setup import tune_malloc_for_inference
 
 __all__ = [
     "ResolvedModel",
@@ -393,6 +392,8 @@ def get_embedder(name: str, model_config: Any = None, device: str = "auto") -> A
         if dev == "cpu":
             configure_cpu_threads()
         if not emb.is_precomputed:
+            from rs_embed_dask.cluster.worker_setup import tune_malloc_for_inference
+
             tune_malloc_for_inference()
         emb.load(dev)
         LOAD_COUNTS[key] = LOAD_COUNTS.get(key, 0) + 1

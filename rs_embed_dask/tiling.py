@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
-from rs_embed_dask.specs import BBox, InputPrepSpec, OutputSpec
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import BBox, InputPrepSpec, OutputSpec
 
 __all__ = [
     "TilePlan",

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.core.errors import ModelError, SpecError
+from rs_embed_dask.core.specs import BBox, SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow, lonlat_to_mercator
 from rs_embed_dask.providers.gee_images import resolve_band_aliases
-from rs_embed_dask.specs import BBox, SensorSpec, SpatialSpec, TemporalSpec
 
 __all__ = [
     "CANONICAL_BANDS",

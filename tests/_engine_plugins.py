@@ -113,7 +113,7 @@ class CountingRCF(RCFEmbedder):
 
 def register() -> None:
     """Register both classes in this process (the engine ships them to the workers)."""
-    from rs_embed_dask.registry import register_model, register_provider
+    from rs_embed_dask.core.registry import register_model, register_provider
 
     register_model(MODEL_NAME, CountingRCF, overwrite=True)
     register_provider(PROVIDER_NAME, CountingProvider, overwrite=True)
@@ -122,7 +122,7 @@ def register() -> None:
 
 def unregister() -> None:
     """Undo :func:`register`."""
-    from rs_embed_dask.registry import unregister_model, unregister_provider
+    from rs_embed_dask.core.registry import unregister_model, unregister_provider
 
     unregister_model(MODEL_NAME)
     unregister_provider(PROVIDER_NAME)

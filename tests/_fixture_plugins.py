@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, ProviderError
+from rs_embed_dask.core.errors import ModelError, ProviderError
+from rs_embed_dask.core.specs import BBox, OutputSpec, SensorSpec
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import Embedder
 from rs_embed_dask.providers.base import FetchResult, Provider
-from rs_embed_dask.specs import BBox, OutputSpec, SensorSpec
-from rs_embed_dask.types import Embedding
 
 PROVIDER = "fixture_synth"
 SENSOR = SensorSpec(collection="SYNTH/TOY_S2", bands=("B2", "B3", "B4", "B8"), scale_m=10)
@@ -158,7 +158,7 @@ MODELS = (ToyStats, ToyProj, ToyFlaky, ToyBroken)
 
 def register() -> None:
     """Register the provider and the four models in this process."""
-    from rs_embed_dask.registry import register_model, register_provider
+    from rs_embed_dask.core.registry import register_model, register_provider
 
     register_provider(PROVIDER, FixtureProvider, overwrite=True)
     for cls in MODELS:
@@ -167,7 +167,7 @@ def register() -> None:
 
 def unregister() -> None:
     """Undo :func:`register`."""
-    from rs_embed_dask.registry import unregister_model, unregister_provider
+    from rs_embed_dask.core.registry import unregister_model, unregister_provider
 
     unregister_provider(PROVIDER)
     for cls in MODELS:

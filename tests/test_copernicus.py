@@ -9,11 +9,11 @@ import pytest
 from model_cases.copernicus import ORIGIN, write_copernicus_map
 
 from rs_embed_dask import describe_model, get_embedding
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 from rs_embed_dask.geometry import grid_window, mercator_to_lonlat
 from rs_embed_dask.models import copernicus as cop
 from rs_embed_dask.models.copernicus import CopernicusEmbedder
-from rs_embed_dask.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 
 Y2021 = TemporalSpec.year(2021)
 POOLED = OutputSpec.pooled()

@@ -278,7 +278,7 @@ def test_model_loaded_once_per_worker_process(client: Any, tmp_path: Path, load_
 
 
 def test_inference_workers_reuse_heap_memory_for_activations(client: Any, reference: dict[str, np.ndarray]) -> None:
-    from rs_embed_dask.worker_setup import INFERENCE_MALLOC, malloc_tuning
+    from rs_embed_dask.cluster.worker_setup import INFERENCE_MALLOC, malloc_tuning
 
     tuned = client.run(malloc_tuning, workers=worker_addrs(client, "gpu"))
     env = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_", workers=worker_addrs(client, "gpu"))
@@ -374,7 +374,7 @@ FAIL_RATE = 0.4
 @pytest.fixture(scope="module")
 def expected_failures() -> list[int]:
     """Indices of ``ROIS[:8]`` whose synthetic fetch fails at ``FAIL_RATE`` (computed in-process)."""
-    from rs_embed_dask.errors import ProviderError
+    from rs_embed_dask.core.errors import ProviderError
     from rs_embed_dask.providers.synthetic import SyntheticProvider
     from rs_embed_dask.resolve import resolve_model
 

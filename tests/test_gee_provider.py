@@ -27,14 +27,14 @@ if TESTS_DIR not in sys.path:
 from fake_ee import MAX_BYTES, FakeEarthEngine, fake_ee_cluster  # noqa: E402
 
 from rs_embed_dask import BBox, PointBuffer, TemporalSpec  # noqa: E402
-from rs_embed_dask.errors import ProviderError, RSEmbedWarning, TransientProviderError  # noqa: E402
+from rs_embed_dask.core.errors import ProviderError, RSEmbedWarning, TransientProviderError  # noqa: E402
+from rs_embed_dask.core.registry import get_provider_class  # noqa: E402
+from rs_embed_dask.core.specs import SensorSpec  # noqa: E402
 from rs_embed_dask.geometry import GridWindow, grid_window  # noqa: E402
 from rs_embed_dask.providers import ee_session  # noqa: E402
 from rs_embed_dask.providers.gee import GEEProvider, decode_pixels, pixel_grid  # noqa: E402
 from rs_embed_dask.providers.synthetic import SyntheticProvider  # noqa: E402
-from rs_embed_dask.registry import get_provider_class  # noqa: E402
 from rs_embed_dask.resolve import reset_runtime  # noqa: E402
-from rs_embed_dask.specs import SensorSpec  # noqa: E402
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
 SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")

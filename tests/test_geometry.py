@@ -11,7 +11,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.core.errors import SpecError
+from rs_embed_dask.core.specs import BBox, PointBuffer
 from rs_embed_dask.geometry import (
     MAX_LAT,
     MERCATOR_HALF_WORLD,
@@ -23,7 +24,6 @@ from rs_embed_dask.geometry import (
     split_window,
     square_spatial,
 )
-from rs_embed_dask.specs import BBox, PointBuffer
 
 SETTINGS = settings(max_examples=50, deadline=None)
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.models.base import (
     S2_SR,
     TorchEmbedder,
@@ -27,7 +28,6 @@ from rs_embed_dask.models.base import (
     pool_grid,
 )
 from rs_embed_dask.models.rcf import RCFEmbedder
-from rs_embed_dask.specs import OutputSpec
 
 POOLED = OutputSpec.pooled()
 GRID = OutputSpec.grid()

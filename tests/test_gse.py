@@ -16,12 +16,12 @@ if TESTS_DIR not in sys.path:
 from fake_ee import MAX_BYTES, FakeEarthEngine, fake_ee_cluster  # noqa: E402
 
 from rs_embed_dask import BBox, OutputSpec, PointBuffer, TemporalSpec  # noqa: E402
-from rs_embed_dask.errors import ModelError  # noqa: E402
+from rs_embed_dask.core.errors import ModelError  # noqa: E402
+from rs_embed_dask.core.registry import get_model_class  # noqa: E402
 from rs_embed_dask.geometry import grid_window  # noqa: E402
 from rs_embed_dask.models.gse import GSE_BANDS, GSEAnnualEmbedder  # noqa: E402
 from rs_embed_dask.providers import ee_session  # noqa: E402
 from rs_embed_dask.providers.gee_images import GSE_ANNUAL, NODATA_SENTINEL  # noqa: E402
-from rs_embed_dask.registry import get_model_class  # noqa: E402
 from rs_embed_dask.resolve import reset_runtime  # noqa: E402
 
 Y2023 = TemporalSpec.year(2023)
@@ -134,7 +134,7 @@ def test_large_roi_split_and_reassembled_exactly(fake):
 
 
 def test_scale_from_sensor(fake):
-    from rs_embed_dask.specs import SensorSpec
+    from rs_embed_dask.core.specs import SensorSpec
 
     sensor = SensorSpec(GSE_ANNUAL, GSE_BANDS, scale_m=30)
     emb = GSEAnnualEmbedder().embed_spatials([ROI], temporal=Y2023, output=OutputSpec.grid(), sensor=sensor)[0]

@@ -24,9 +24,14 @@ from rs_embed_dask import (
     inspect_model_input,
     inspect_provider_patch,
 )
+from rs_embed_dask.core.registry import (
+    register_model,
+    register_provider,
+    unregister_model,
+    unregister_provider,
+)
 from rs_embed_dask.models.rcf import RCFEmbedder
 from rs_embed_dask.providers.synthetic import SyntheticProvider
-from rs_embed_dask.registry import register_model, register_provider, unregister_model, unregister_provider
 from rs_embed_dask.resolve import get_provider
 
 ROI = PointBuffer(121.5, 31.2, 640)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from rs_embed_dask import BBox, ExportConfig, OutputSpec, PointBuffer, TemporalSpec
-from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.core.errors import ModelError, SpecError
+from rs_embed_dask.core.types import ExportLayout
 from rs_embed_dask.jobfile import ExportJob, load_job, parse_job
-from rs_embed_dask.types import ExportLayout
 
 GOOD: dict[str, Any] = {
     "spatials": {"points": [[121.5, 31.2], [121.6, 31.3]], "buffer_m": 320},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rs_embed_dask.cluster import JobQueuePools, job_script, load_cluster_config
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.core.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 

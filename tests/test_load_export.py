@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from rs_embed_dask.errors import RSEmbedWarning
+from rs_embed_dask.core.errors import RSEmbedWarning
 from rs_embed_dask.export.load import load_export
 from rs_embed_dask.export.results import ExportResult, LazyJSONList
 
@@ -79,7 +79,7 @@ def expected_summary(name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::rs_embed_dask.errors.RSEmbedWarning")  # combined ragged inputs
+@pytest.mark.filterwarnings("ignore::rs_embed_dask.core.errors.RSEmbedWarning")  # combined ragged inputs
 @pytest.mark.parametrize("name", SAME_AS_UPSTREAM)
 def test_upstream_fixture_loads_like_rs_embed(name: str) -> None:
     r = load_export(fixture_path(name))

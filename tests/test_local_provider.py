@@ -17,11 +17,11 @@ pytest.importorskip("rioxarray")
 
 from affine import Affine  # noqa: E402
 
-from rs_embed_dask.errors import ProviderError  # noqa: E402
+from rs_embed_dask.core.errors import ProviderError  # noqa: E402
+from rs_embed_dask.core.specs import PointBuffer, SensorSpec, TemporalSpec  # noqa: E402
 from rs_embed_dask.geometry import grid_window  # noqa: E402
 from rs_embed_dask.providers.local import LocalProvider, date_from_name  # noqa: E402
 from rs_embed_dask.providers.synthetic import SyntheticProvider  # noqa: E402
-from rs_embed_dask.specs import PointBuffer, SensorSpec, TemporalSpec  # noqa: E402
 
 BANDS = ("B2", "B3", "B4", "B8")
 # The synthetic world is a pure function of the pixel centre (and dates), so a

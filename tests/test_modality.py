@@ -26,7 +26,7 @@ from rs_embed_dask import (
     get_embedding,
     load_export,
 )
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.modality import modality_profiles, normalize_modality, resolve_modality
 from rs_embed_dask.providers.synthetic import SyntheticProvider
 from rs_embed_dask.resolve import resolve_model
@@ -107,7 +107,7 @@ def test_synthetic_provider_renders_sentinel1_backscatter():
     assert np.all(lin > 0)
     np.testing.assert_allclose(10 * np.log10(lin), db, atol=1e-3)
     assert np.median(db[0]) > np.median(db[1])  # VV above VH, as over land
-    from rs_embed_dask.errors import ProviderError
+    from rs_embed_dask.core.errors import ProviderError
 
     with pytest.raises(ProviderError, match="cannot mix Sentinel-1"):
         prov.fetch(ROI, WHEN, SensorSpec(collection="x", bands=("VV", "B4")))

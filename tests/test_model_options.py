@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rs_embed_dask import PointBuffer, TemporalSpec, get_embedding
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.resolve import flatten_model_config, resolve_model
 
 ROI = PointBuffer(12.5, 41.9, 320)

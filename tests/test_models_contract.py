@@ -16,12 +16,12 @@ from model_cases import ModelCase, collect
 from model_cases.precomputed import PrecomputedCase
 
 from rs_embed_dask import list_models, reset_runtime
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import get_model_class
+from rs_embed_dask.core.specs import OutputSpec, SensorSpec
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import Embedder
-from rs_embed_dask.registry import get_model_class
 from rs_embed_dask.resolve import LOAD_COUNTS, get_embedder
-from rs_embed_dask.specs import OutputSpec, SensorSpec
-from rs_embed_dask.types import Embedding
 
 POOLED = OutputSpec.pooled()
 GRID = OutputSpec.grid()
@@ -250,8 +250,8 @@ class TestPrecomputedContract:
 
     def test_grid_rows_run_north_to_south(self, product, product_embedder):
         """The grid of the northern rows of a ROI's window is the top of the ROI's grid."""
+        from rs_embed_dask.core.specs import BBox
         from rs_embed_dask.geometry import grid_window, mercator_to_lonlat
-        from rs_embed_dask.specs import BBox
 
         _, c = product
         sp = c.spatials[0]

@@ -17,11 +17,11 @@ import torch
 from model_cases import prithvi as prithvi_case
 from model_cases import torchgeo as tg_case
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import get_model_class
+from rs_embed_dask.core.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_dask.models import torchgeo_models as tgm
 from rs_embed_dask.models.prithvi import PrithviEmbedder, frame_coords, sincos_3d
-from rs_embed_dask.registry import get_model_class
-from rs_embed_dask.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
 POOLED = OutputSpec.pooled()
 GRID = OutputSpec.grid()

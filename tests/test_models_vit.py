@@ -18,9 +18,9 @@ from model_cases import remoteclip as clip_case
 from model_cases import satmae as satmae_case
 
 from rs_embed_dask import list_models
-from rs_embed_dask.errors import ModelError
-from rs_embed_dask.registry import describe_model, get_model_class
-from rs_embed_dask.specs import OutputSpec, SensorSpec
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import describe_model, get_model_class
+from rs_embed_dask.core.specs import OutputSpec, SensorSpec
 
 POOLED = OutputSpec.pooled()
 GRID = OutputSpec.grid()

@@ -5,7 +5,7 @@ changed to ``rs_embed_dask``, ``backend="synthetic"`` for Earth Engine and
 ``rcf`` for models whose weights need a download; each file lists its
 changes) run as top-level scripts in a fresh interpreter: an export starts
 the embedded local cluster, whose worker processes must not re-run the
-script (:func:`rs_embed_dask.worker_setup.spawn_without_main`).
+script (:func:`rs_embed_dask.cluster.worker_setup.spawn_without_main`).
 
 The ``spawn_without_main`` cases run in this process and start nothing; the
 script cases are ``slow`` (each export starts a cluster: seconds).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rs_embed_dask.worker_setup import spawn_without_main
+from rs_embed_dask.cluster.worker_setup import spawn_without_main
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "doc_examples"
 #: manifest fields that differ between two identical runs: times (``created_at``, ``completed_at``)
@@ -195,7 +195,7 @@ CUSTOM_MODEL = """
 import os
 from rs_embed_dask import ExportConfig, ExportTarget, PointBuffer, TemporalSpec, export_batch, load_export
 from rs_embed_dask.models.rcf import RCFEmbedder
-from rs_embed_dask.registry import register_model
+from rs_embed_dask.core.registry import register_model
 
 with open("top_level_runs.txt", "a") as f:
     f.write(f"{os.getpid()}\\n")

@@ -7,11 +7,11 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from rs_embed_dask.core.specs import BBox, PointBuffer
 from rs_embed_dask.export.results import ExportResult, ModelResult
 from rs_embed_dask.geometry import mercator_bounds, mercator_to_lonlat
 from rs_embed_dask.plot import kmeans_classes, pca_rgb, plot_grid_pca, plot_pooled_map, roi_footprints
 from rs_embed_dask.serialization import jsonable
-from rs_embed_dask.specs import BBox, PointBuffer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

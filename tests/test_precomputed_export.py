@@ -10,9 +10,9 @@ from model_cases.copernicus import write_copernicus_map
 from model_cases.tessera import write_tessera_cache
 
 from rs_embed_dask import ExportConfig, ExportModelRequest, ExportTarget, export_batch, load_export
+from rs_embed_dask.core.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 from rs_embed_dask.models.copernicus import CopernicusEmbedder
 from rs_embed_dask.models.tessera import TesseraEmbedder
-from rs_embed_dask.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from rs_embed_dask import ExportConfig, ExportTarget, PointBuffer, TemporalSpec, export_batch, load_export
+from rs_embed_dask.core.specs import SensorSpec
+from rs_embed_dask.core.types import ExportModelRequest
 from rs_embed_dask.geometry import GridWindow, grid_window
 from rs_embed_dask.providers.synthetic import S2_BANDS, SyntheticProvider
-from rs_embed_dask.specs import SensorSpec
-from rs_embed_dask.types import ExportModelRequest
 
 distributed = pytest.importorskip("distributed")
 

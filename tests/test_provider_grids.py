@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rs_embed_dask.errors import ProviderError
+from rs_embed_dask.core.errors import ProviderError
+from rs_embed_dask.core.registry import list_providers
+from rs_embed_dask.core.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow, grid_window
 from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers.synthetic import S2_BANDS, SyntheticProvider
-from rs_embed_dask.registry import list_providers
 from rs_embed_dask.resolve import (
     get_provider,
     provider_for_collection,
@@ -43,7 +44,6 @@ from rs_embed_dask.resolve import (
     resolve_backend,
     resolve_model,
 )
-from rs_embed_dask.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 
 BANDS = ("B2", "B4", "B8")
 SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")

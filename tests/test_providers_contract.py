@@ -15,12 +15,12 @@ import pytest
 from provider_cases import collect
 
 from rs_embed_dask import BBox, PointBuffer, TemporalSpec, list_providers
-from rs_embed_dask.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import GridWindow, grid_window
 from rs_embed_dask.providers.base import FetchResult, split_date_range
 from rs_embed_dask.providers.synthetic import CLASSES, SyntheticProvider
 from rs_embed_dask.resolve import get_provider, reset_runtime
-from rs_embed_dask.specs import SensorSpec
 
 PROVIDER_CONTRACT_CASES = collect()
 S2 = "COPERNICUS/S2_SR_HARMONIZED"

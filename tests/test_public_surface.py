@@ -242,17 +242,16 @@ def test_core_paths_are_the_same_objects(module, names):
         ours = getattr(mod, name)
         top = getattr(rs_embed_dask, name, None)
         if top is None:  # not exported at the top level (as in rs-embed)
-            top = getattr(importlib.import_module("rs_embed_dask.specs"), name)
+            top = getattr(importlib.import_module("rs_embed_dask.core.specs"), name)
         assert ours is top, f"rs_embed_dask.core.{module}.{name}"
         assert name in mod.__all__
 
 
 def test_core_registry_and_fetch_result():
-    from rs_embed_dask.core.registry import get_embedder_cls, register
+    from rs_embed_dask.core.registry import get_embedder_cls, get_model_class, register, unregister_model
     from rs_embed_dask.core.types import FetchResult
     from rs_embed_dask.models.rcf import RCFEmbedder
     from rs_embed_dask.providers.base import FetchResult as ProviderFetchResult
-    from rs_embed_dask.registry import get_model_class, unregister_model
 
     assert FetchResult is ProviderFetchResult
     assert get_embedder_cls("rcf") is get_model_class("rcf")
@@ -398,7 +397,7 @@ def test_pretty_handler_delegates_and_formats(tmp_path: Path):
 
 
 def test_pretty_warnings_keep_pytest_capture():
-    from rs_embed_dask.errors import RSEmbedWarning
+    from rs_embed_dask.core.errors import RSEmbedWarning
     from rs_embed_dask.resolve import default_temporal
 
     with pytest.warns(UserWarning, match="default window"):

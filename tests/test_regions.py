@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from pyproj import Transformer
 from shapely.geometry import Point, Polygon, box, mapping
 
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.core.errors import SpecError
+from rs_embed_dask.core.specs import BBox, PointBuffer
 from rs_embed_dask.geometry import MERCATOR_HALF_WORLD, grid_window, lonlat_to_mercator, mercator_to_lonlat
 from rs_embed_dask.regions import RegionTiles, read_spatials, tile_region
-from rs_embed_dask.specs import BBox, PointBuffer
 
 
 def merc_box(x0: float, y0: float, x1: float, y1: float) -> BBox:

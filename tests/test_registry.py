@@ -21,13 +21,13 @@ from rs_embed_dask import (
     register_model,
     register_provider,
 )
-from rs_embed_dask import registry as reg
-from rs_embed_dask.errors import RSEmbedWarning
+from rs_embed_dask.core import registry as reg
+from rs_embed_dask.core.errors import RSEmbedWarning
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import Embedder
 from rs_embed_dask.models.rcf import RCFEmbedder
 from rs_embed_dask.providers.synthetic import SyntheticProvider
 from rs_embed_dask.resolve import get_embedder, get_provider, reset_runtime
-from rs_embed_dask.types import Embedding
 
 ROI = PointBuffer(121.5, 31.2, 320)
 T = TemporalSpec.range("2022-06-01", "2022-09-01")

@@ -20,12 +20,12 @@ from model_cases import remoteclip as clip_case
 from model_cases import satmae as satmae_case
 from PIL import Image
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import get_model_class
+from rs_embed_dask.core.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_dask.models.prithvi import PrithviEmbedder, frame_bins, rs_embed_frame_count
 from rs_embed_dask.models.rgb8 import pil_resize, to_levels_u8
 from rs_embed_dask.models.vit import pad_to_square
-from rs_embed_dask.registry import get_model_class
-from rs_embed_dask.specs import OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
 POOLED = OutputSpec.pooled()
 GRID = OutputSpec.grid()

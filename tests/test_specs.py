@@ -28,10 +28,10 @@ from rs_embed_dask import (
     get_embedding,
     get_embeddings_batch,
 )
-from rs_embed_dask.errors import TransientProviderError
+from rs_embed_dask.core.errors import TransientProviderError
+from rs_embed_dask.core.specs import resolve_input_prep
+from rs_embed_dask.core.types import ExportLayout
 from rs_embed_dask.geometry import grid_window
-from rs_embed_dask.specs import resolve_input_prep
-from rs_embed_dask.types import ExportLayout
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
 ROI = PointBuffer(121.5, 31.2, 320)

@@ -25,11 +25,11 @@ pytest.importorskip("odc.stac")
 
 from stac_catalog import Scene, build_catalog, expected_pixels
 
-from rs_embed_dask.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow, grid_window
 from rs_embed_dask.providers.stac import CATALOGS, StacProvider, asset_key, stac_collection
 from rs_embed_dask.providers.synthetic import S2_BANDS, SyntheticProvider
-from rs_embed_dask.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 
 BANDS = ("B2", "B3", "B4", "B8")
 ROI = PointBuffer(121.5, 45.0, 320)  # 64 x 64 at 10 m

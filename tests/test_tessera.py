@@ -10,10 +10,10 @@ import pytest
 from model_cases.tessera import write_tessera_cache
 
 from rs_embed_dask import get_embedding
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 from rs_embed_dask.geometry import grid_window
 from rs_embed_dask.models.tessera import TesseraEmbedder
-from rs_embed_dask.specs import BBox, OutputSpec, PointBuffer, TemporalSpec
 
 Y2021 = TemporalSpec.year(2021)
 GRID = OutputSpec.grid()

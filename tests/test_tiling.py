@@ -19,13 +19,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rs_embed_dask import tiling
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.registry import register_model, unregister_model
+from rs_embed_dask.core.specs import (
+    BBox,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    TemporalSpec,
+    resolve_input_prep,
+)
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
 from rs_embed_dask.pipeline import embed_batch
-from rs_embed_dask.registry import register_model, unregister_model
 from rs_embed_dask.resolve import ResolvedModel, reset_runtime, resolve_model
-from rs_embed_dask.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, TemporalSpec, resolve_input_prep
-from rs_embed_dask.types import Embedding
 
 GRID = OutputSpec.grid()
 POOLED = OutputSpec.pooled()

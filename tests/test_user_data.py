@@ -28,8 +28,8 @@ from rs_embed_dask import (
     list_models,
     list_models_for_data,
 )
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import Embedder
-from rs_embed_dask.types import Embedding
 from rs_embed_dask.user_data import COLLECTION_ALIASES, normalize_collection_id, resolve_declared_bands
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
@@ -83,7 +83,7 @@ class ProbeRGB(Embedder):
 
 @pytest.fixture
 def probe() -> Iterator[type[ProbeRGB]]:
-    from rs_embed_dask.registry import register_model, unregister_model
+    from rs_embed_dask.core.registry import register_model, unregister_model
     from rs_embed_dask.resolve import reset_runtime
 
     register_model(PROBE, ProbeRGB, overwrite=True)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 PROBE = r"""
 import json, resource
 import numpy as np
-from rs_embed_dask.worker_setup import malloc_tuning, tune_malloc_for_inference
+from rs_embed_dask.cluster.worker_setup import malloc_tuning, tune_malloc_for_inference
 
 def faults(n=200):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -47,7 +47,7 @@ def probe(**env: str) -> dict:
 
 
 def test_tuning_stops_a_fresh_mmap_per_large_temporary_under_dask_trim_threshold() -> None:
-    from rs_embed_dask.worker_setup import INFERENCE_MALLOC
+    from rs_embed_dask.cluster.worker_setup import INFERENCE_MALLOC
 
     # what a Dask nanny gives its worker processes (distributed.nanny.pre-spawn-environ)
     res = probe(MALLOC_TRIM_THRESHOLD_="65536")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.export.writers import (
     NETCDF_HISTORY,
     check_item_name,

@@ -109,13 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         error), 2 bad input.  argparse usage errors and rs-embed's
         ``SystemExit`` messages exit through :class:`SystemExit`.
     """
-    from rs_embed_dask.errors import RSEmbedError
+    from rs_embed_dask.core.errors import RSEmbedError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (RSEmbedError, FileNotFoundError) as exc:
-        from rs_embed_dask.errors import ProviderError
+        from rs_embed_dask.core.errors import ProviderError
 
         print(f"rs-embed-dask: error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, ProviderError) else EXIT_BAD_INPUT

@@ -115,7 +115,7 @@ def _cluster_override(args: argparse.Namespace, job: Any) -> Any:
     if args.scheduler_file:
         return ClusterChoice(kind="scheduler_file", address=os.path.abspath(args.scheduler_file))
     if args.jobqueue:
-        from rs_embed_dask.errors import SpecError
+        from rs_embed_dask.core.errors import SpecError
 
         def err(path: str, msg: str) -> SpecError:
             # "cluster.scale.cpu" -> "--scale: cpu: ..."
@@ -129,7 +129,7 @@ def _cluster_override(args: argparse.Namespace, job: Any) -> Any:
 
 
 def _pairs(items: list[str] | None, flag: str, conv: Any) -> dict[str, Any]:
-    from rs_embed_dask.errors import SpecError
+    from rs_embed_dask.core.errors import SpecError
 
     out = {}
     for item in items or []:
@@ -187,7 +187,7 @@ def _client_for(choice: Any, *, wait_s: float) -> Iterator[Any]:
 def _wait_for_pools(client: Any, resources: tuple[str, ...], wait_s: float) -> None:
     """Wait until a worker is up and every resource in ``resources`` is advertised."""
     from rs_embed_dask.cluster import cluster_resources
-    from rs_embed_dask.errors import ProviderError
+    from rs_embed_dask.core.errors import ProviderError
 
     deadline = time.monotonic() + wait_s
     while True:

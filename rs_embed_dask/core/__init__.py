@@ -1,10 +1,11 @@
-"""rs-embed's ``rs_embed.core`` import paths, for code written against them.
+"""Specs, types, errors and registries, at rs-embed's ``rs_embed.core`` import paths.
 
+The core of the package: specs (:mod:`.specs`), export types and the
+embedding result (:mod:`.types`, :mod:`.embedding`), exceptions
+(:mod:`.errors`) and the model and provider registries (:mod:`.registry`).
 ``from rs_embed.core.embedding import Embedding`` becomes
-``from rs_embed_dask.core.embedding import Embedding``: each submodule
-re-exports the objects of :mod:`rs_embed_dask` (the same objects, not
-copies), so ``isinstance`` checks and ``except`` clauses work with either
-path.  Only names this package implements are provided; rs-embed's internal
+``from rs_embed_dask.core.embedding import Embedding`` and gives the same
+object as ``from rs_embed_dask import Embedding``.  rs-embed's internal
 ``Status``, ``TaskResult``, ``EmbedderCapabilities``, ``InferenceStrategy``
 and ``ModelInputSpec`` have no counterpart here.
 """

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from rs_embed_dask.types import Embedding
+from rs_embed_dask.core.types import Embedding
 
 __all__ = ["Embedding"]

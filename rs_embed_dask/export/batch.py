@@ -6,11 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec
+from rs_embed_dask.core.types import ExportConfig, ExportTarget
 from rs_embed_dask.export.engine import run_export
 from rs_embed_dask.export.plan import _LEGACY_CONFIG_KEYS, build_plan
-from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec
-from rs_embed_dask.types import ExportConfig, ExportTarget
 
 __all__ = ["export_batch", "export_npz"]
 

@@ -15,7 +15,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from rs_embed_dask.specs import BBox, PointBuffer
+from rs_embed_dask.core.specs import BBox, PointBuffer
 
 __all__ = ["SpatialBlock", "as_block"]
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_dask.core.registry import get_provider_class
+from rs_embed_dask.core.types import ExportLayout
 from rs_embed_dask.export import tasks
 from rs_embed_dask.export.blocks import as_block
 from rs_embed_dask.export.npz_parts import parts_dir
@@ -28,9 +30,7 @@ from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
 from rs_embed_dask.export.store import UNBOUNDED, open_root, resize_items
-from rs_embed_dask.registry import get_provider_class
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
-from rs_embed_dask.types import ExportLayout
 
 __all__ = ["run_export"]
 
@@ -55,7 +55,7 @@ def _work_store_path(plan: ExportPlan) -> str:
 
 
 def _static_models(plan: ExportPlan) -> list[dict[str, Any]]:
-    from rs_embed_dask.registry import get_model_class
+    from rs_embed_dask.core.registry import get_model_class
 
     out = []
     for m in plan.models:
@@ -71,7 +71,7 @@ def _static_models(plan: ExportPlan) -> list[dict[str, Any]]:
 
 def _product_provider(model: Any) -> str | None:
     """The provider a precomputed product reads through (``PrecomputedEmbedder.provider``)."""
-    from rs_embed_dask.registry import get_model_class
+    from rs_embed_dask.core.registry import get_model_class
 
     return getattr(get_model_class(model.canonical), "provider", None)
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.core.types import ExportConfig, ExportModelRequest, ExportTarget, ModelConfig
 from rs_embed_dask.export.engine import run_export
 from rs_embed_dask.export.plan import build_plan
-from rs_embed_dask.specs import OutputSpec, SpatialSpec, TemporalSpec
-from rs_embed_dask.types import ExportConfig, ExportModelRequest, ExportTarget, ModelConfig
 
 __all__ = ["BatchExporter"]
 

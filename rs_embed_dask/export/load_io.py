@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import RSEmbedWarning
+from rs_embed_dask.core.errors import RSEmbedWarning
 
 __all__ = [
     "F32",

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rs_embed_dask.errors import ModelError, SpecError
+from rs_embed_dask.core.errors import ModelError, SpecError
+from rs_embed_dask.core.registry import get_model_class, get_provider_class
+from rs_embed_dask.core.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
+from rs_embed_dask.core.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
 from rs_embed_dask.export.manifest import fingerprint_payload
-from rs_embed_dask.registry import get_model_class, get_provider_class
 from rs_embed_dask.resolve import (
     ResolvedModel,
     normalize_spatial,
@@ -24,8 +26,6 @@ from rs_embed_dask.resolve import (
     with_frames,
 )
 from rs_embed_dask.serialization import jsonable, request_fingerprint, sanitize_key
-from rs_embed_dask.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, resolve_input_prep
-from rs_embed_dask.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
 
 __all__ = ["ExportPlan", "build_plan"]
 
@@ -172,7 +172,7 @@ def _as_spatials(spatials: Any) -> tuple[Any, int | None]:
 
 def _plugins_for(models: tuple[ResolvedModel, ...], backends: set[str]) -> dict[str, Any]:
     """Runtime-registered classes the workers must know (built-ins are imported by path)."""
-    from rs_embed_dask import registry
+    from rs_embed_dask.core import registry
 
     plugins: dict[str, Any] = {}
     for m in models:

@@ -233,7 +233,7 @@ def spatial_centre(spatial: Mapping[str, Any] | None) -> tuple[float, float]:
     tuple of float
         NaNs when the dict is neither or cannot be converted to EPSG:4326.
     """
-    from rs_embed_dask.specs import BBox, PointBuffer
+    from rs_embed_dask.core.specs import BBox, PointBuffer
 
     s = dict(spatial or {})
     try:

@@ -1,7 +1,7 @@
 """ROIs from tabular and vector sources: GeoDataFrames, CSV, GeoJSON and GeoParquet.
 
-Points become :class:`~rs_embed_dask.specs.PointBuffer` (with a ``buffer_m``
-column or argument), any other geometry the :class:`~rs_embed_dask.specs.BBox`
+Points become :class:`~rs_embed_dask.core.specs.PointBuffer` (with a ``buffer_m``
+column or argument), any other geometry the :class:`~rs_embed_dask.core.specs.BBox`
 of its bounds; coordinates are converted to EPSG:4326.  Files are read in
 blocks (GeoParquet one row group batch at a time, CSV a few thousand rows at
 a time), so a file of millions of ROIs streams into
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import SpecError
-from rs_embed_dask.specs import BBox, PointBuffer, SpatialSpec
+from rs_embed_dask.core.errors import SpecError
+from rs_embed_dask.core.specs import BBox, PointBuffer, SpatialSpec
 
 __all__ = ["read_spatials", "spatials_from_geodataframe", "to_lonlat_geometry"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, ProviderError
+from rs_embed_dask.core.errors import ModelError, ProviderError
 from rs_embed_dask.export import store as st
 from rs_embed_dask.export.npz_parts import write_part
 from rs_embed_dask.pipeline import embed_batch, fetch_input, run_with_retry
@@ -51,7 +51,7 @@ class ChunkEmbeddings:
 
 def ensure_plugins(plugins: dict[str, Any]) -> None:
     """Register classes that were registered at run time on the client."""
-    from rs_embed_dask import registry
+    from rs_embed_dask.core import registry
 
     for ref, cls in plugins.items():
         kind, _, name = ref.partition(":")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 
 __all__ = [
     "NETCDF_HISTORY",

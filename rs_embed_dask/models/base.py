@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
-from rs_embed_dask.specs import OutputSpec, SensorSpec
-from rs_embed_dask.types import Embedding
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec, SensorSpec
+from rs_embed_dask.core.types import Embedding
 
 __all__ = [
     "Embedder",

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.geometry import EARTH_RADIUS_M, GridWindow, mercator_bounds, mercator_to_lonlat
 from rs_embed_dask.models.precomputed import PrecomputedEmbedder, nan_pool, reproject_nearest
-from rs_embed_dask.specs import OutputSpec, SpatialSpec, TemporalSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = ["HF_FILENAME", "HF_REPO", "HF_REVISION", "CopernicusEmbedder", "find_product"]
 

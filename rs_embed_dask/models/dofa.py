@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.models.base import S2_SR
 from rs_embed_dask.models.vit import HubCheckpoint, ViTEmbedder, check_channels, check_choice
 

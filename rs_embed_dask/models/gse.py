@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError, ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ModelError, ProviderError, TransientProviderError
+from rs_embed_dask.core.specs import SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow
 from rs_embed_dask.models.precomputed import PrecomputedEmbedder
 from rs_embed_dask.providers.gee_images import GSE_ANNUAL
-from rs_embed_dask.specs import SensorSpec, SpatialSpec, TemporalSpec
 
 __all__ = ["GSE_BANDS", "GSEAnnualEmbedder"]
 

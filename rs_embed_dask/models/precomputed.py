@@ -9,7 +9,7 @@ has no data.  The base turns those windows into rs-embed's outputs:
 - pooled ``(D,)``: NaN-aware mean or max over the ROI's pixels;
 - grid ``(D, H, W)``: the window itself, north-up (row 0 is the northern edge),
   with the window's CRS and transform in the metadata;
-- an ROI without a single valid pixel is a :class:`~rs_embed_dask.errors.ModelError`
+- an ROI without a single valid pixel is a :class:`~rs_embed_dask.core.errors.ModelError`
   naming the ROI and the product.
 
 Annual products share rs-embed's year rules through :meth:`resolve_year`: a
@@ -28,11 +28,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, grid_window
 from rs_embed_dask.models.base import Embedder
-from rs_embed_dask.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = ["PrecomputedEmbedder", "nan_pool", "reproject_nearest"]
 

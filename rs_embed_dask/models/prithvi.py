@@ -44,11 +44,11 @@ from typing import Any, cast
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec
+from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
 from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
-from rs_embed_dask.specs import OutputSpec
-from rs_embed_dask.types import Embedding
 
 __all__ = [
     "PrithviEmbedder",
@@ -271,7 +271,7 @@ def rs_embed_frame_count(temporal: Any, *, max_frames: int = CHECKPOINT_FRAMES, 
     ``clamp(window_days // stride_days, 1, max_frames)`` (``_auto_num_frames``
     in rs-embed's ``onthefly_prithvi.py``): one composite of the whole window
     below 56 days, up to four equal bins from 112 days.  ``temporal`` is a
-    :class:`~rs_embed_dask.specs.TemporalSpec`, or ``None`` for rs-embed's
+    :class:`~rs_embed_dask.core.specs.TemporalSpec`, or ``None`` for rs-embed's
     default window (2022-06-01 to 2022-09-01).
     """
     if temporal is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
 
 __all__ = ["RCFEmbedder"]

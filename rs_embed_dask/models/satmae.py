@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.models.base import S2_SR
 from rs_embed_dask.models.vit import S2_RGB, HubCheckpoint, ViTEmbedder, check_channels
 

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.models.base import pool_grid
 from rs_embed_dask.models.satmae import SatMAEEmbedder
 from rs_embed_dask.models.vit import HubCheckpoint
-from rs_embed_dask.specs import OutputSpec
 
 __all__ = ["ScaleMAEEmbedder"]
 

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow
 from rs_embed_dask.models.precomputed import PrecomputedEmbedder, reproject_nearest
-from rs_embed_dask.specs import SpatialSpec, TemporalSpec
 
 __all__ = ["TesseraEmbedder", "default_cache_dir"]
 

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder, pool_grid
 from rs_embed_dask.models.weights import find_weights, load_state_dict
-from rs_embed_dask.specs import OutputSpec
 
 __all__ = [
     "CROMAEmbedder",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.models.base import TorchEmbedder
 
 __all__ = [

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rs_embed_dask.errors import ModelError
+from rs_embed_dask.core.errors import ModelError
 
 __all__ = ["find_weights", "load_state_dict", "strip_prefix"]
 

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.errors import ProviderError
+from rs_embed_dask.core.errors import ProviderError
+from rs_embed_dask.core.specs import SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow, grid_window
-from rs_embed_dask.specs import SensorSpec, SpatialSpec, TemporalSpec
 
 __all__ = ["FetchResult", "Provider", "split_date_range"]
 

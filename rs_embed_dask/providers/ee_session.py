@@ -27,7 +27,7 @@ import socket
 import threading
 from typing import Any
 
-from rs_embed_dask.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, TransientProviderError
 
 __all__ = [
     "EarthEngineInitPlugin",

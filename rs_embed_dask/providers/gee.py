@@ -29,13 +29,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.errors import ProviderError, RSEmbedWarning, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, RSEmbedWarning, TransientProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, split_window
 from rs_embed_dask.pipeline import run_with_retry
 from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers import gee_images as gi
 from rs_embed_dask.providers.base import Provider
-from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_SIDE", "GEEProvider", "decode_pixels", "pixel_grid"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from rs_embed_dask.errors import ProviderError
+from rs_embed_dask.core.errors import ProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow
-from rs_embed_dask.specs import SensorSpec
 
 __all__ = [
     "CLOUD_MASKS",

@@ -57,10 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ProviderError
+from rs_embed_dask.core.errors import ProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import MERCATOR_HALF_WORLD, WEB_MERCATOR, GridWindow
 from rs_embed_dask.providers.base import Provider
-from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["RASTER_SUFFIXES", "LocalProvider", "date_from_name"]
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow
 from rs_embed_dask.providers.base import Provider
-from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["CATALOGS", "StacProvider", "asset_key", "stac_collection"]
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import GridWindow, mercator_to_lonlat
 from rs_embed_dask.providers.base import Provider
-from rs_embed_dask.specs import SensorSpec
 
 __all__ = ["S1_BANDS", "S2_BANDS", "SyntheticProvider"]
 

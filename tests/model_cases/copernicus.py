@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from model_cases.precomputed import PrecomputedCase
-from rs_embed_dask.specs import BBox, PointBuffer, TemporalSpec
+from rs_embed_dask.core.specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["ORIGIN", "write_copernicus_map"]
 

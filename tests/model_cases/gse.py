@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from model_cases.precomputed import PrecomputedCase
+from rs_embed_dask.core.specs import BBox, PointBuffer, TemporalSpec
 from rs_embed_dask.geometry import lonlat_to_mercator
-from rs_embed_dask.specs import BBox, PointBuffer, TemporalSpec
 
 _TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE_X, _ = lonlat_to_mercator(6.2, 0.0)

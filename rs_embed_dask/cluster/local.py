@@ -1,17 +1,10 @@
-"""Clusters for exports: local pools, dask-jobqueue pools and running schedulers.
+"""The embedded default: both worker pools on this machine.
 
-Every cluster an export runs on has two pools of workers.  IO workers run
-many threads and advertise the resource ``io``; inference workers run one
-thread each, advertise ``gpu`` and see one GPU each (``CUDA_VISIBLE_DEVICES``),
-or stand in for a GPU on a machine without one.
-
-- :func:`local_cluster`: both pools on this machine (the embedded default).
-- :func:`slurm_cluster` / :func:`pbs_cluster`: both pools as batch jobs,
-  from a YAML file in the repository's ``cluster/`` folder (see
-  :class:`JobQueuePools` for why one cluster holds two job templates).
-- :func:`connect`: a client of a scheduler that is already running (an
-  address or a ``--scheduler-file``), e.g. one started by
-  ``cluster/sbatch_export.sh``.
+IO workers run many threads and advertise the resource ``io``; inference
+workers run one thread each, advertise ``gpu`` and see one GPU each
+(``CUDA_VISIBLE_DEVICES``), or stand in for a GPU on a machine without one.
+:func:`export_client` starts such a cluster for one export call when no
+client is given or active.
 """
 
 from __future__ import annotations
@@ -21,22 +14,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.cluster.client import print_dashboard
 
-__all__ = [
-    "ClusterConfig",
-    "JobQueuePools",
-    "PoolConfig",
-    "cluster_resources",
-    "connect",
-    "export_client",
-    "job_script",
-    "load_cluster_config",
-    "local_cluster",
-    "pbs_cluster",
-    "print_dashboard",
-    "slurm_cluster",
-]
+__all__ = ["export_client", "local_cluster"]
 
 
 def _visible_gpus() -> list[str]:
@@ -130,7 +110,7 @@ def local_cluster(
         }
         if io_cores:
             workers[f"io-{i}"]["options"]["env"]["RS_EMBED_CPU_AFFINITY"] = ",".join(map(str, io_cores))
-            workers[f"io-{i}"]["options"]["preload"] = ["rs_embed_dask.worker_setup"]
+            workers[f"io-{i}"]["options"]["preload"] = ["rs_embed_dask.cluster.worker_setup"]
     for i in range(n_inf):
         opts: dict[str, Any] = {
             "nthreads": 1,
@@ -145,7 +125,7 @@ def local_cluster(
             opts["env"]["RS_EMBED_TORCH_THREADS"] = str(int(threads))
             if inf_cores:
                 opts["env"]["RS_EMBED_CPU_AFFINITY"] = ",".join(map(str, inf_cores[i]))
-                opts["preload"] = ["rs_embed_dask.worker_setup"]
+                opts["preload"] = ["rs_embed_dask.cluster.worker_setup"]
         workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
     scheduler = {
         "cls": Scheduler,
@@ -163,15 +143,6 @@ def local_cluster(
     return cluster
 
 
-def cluster_resources(client: Any) -> dict[str, float]:
-    """Total of each resource advertised by the cluster's workers."""
-    totals: dict[str, float] = {}
-    for info in client.scheduler_info(n_workers=-1).get("workers", {}).values():
-        for k, v in (info.get("resources") or {}).items():
-            totals[k] = totals.get(k, 0) + v
-    return totals
-
-
 @contextlib.contextmanager
 def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = True) -> Iterator[Any]:
     """The client to run an export on.
@@ -179,13 +150,13 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
     The given client, else the active one, else an embedded local cluster
     started here and closed on exit.  The embedded cluster's worker
     processes do not re-run the user's ``__main__`` module
-    (:func:`rs_embed_dask.worker_setup.spawn_without_main`), so a plain
+    (:func:`rs_embed_dask.cluster.worker_setup.spawn_without_main`), so a plain
     script without ``if __name__ == "__main__":`` exports once, on process
     workers, as a guarded one does.
     """
     from distributed import Client, get_client
 
-    from rs_embed_dask.worker_setup import spawn_without_main
+    from rs_embed_dask.cluster.worker_setup import spawn_without_main
 
     if client is not None:
         yield client
@@ -207,68 +178,3 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
                 yield c
         finally:
             cluster.close()
-
-
-def print_dashboard(obj: Any, what: str = "cluster") -> None:
-    """Print the scheduler address and dashboard link of a cluster or client."""
-    address = getattr(obj, "scheduler_address", None) or getattr(obj.scheduler, "address", "?")
-    link = getattr(obj, "dashboard_link", None)
-    print(f"rs-embed-dask: {what} scheduler at {address}", flush=True)
-    if link:
-        print(f"rs-embed-dask: dashboard at {link}", flush=True)
-
-
-def connect(
-    address: str | None = None,
-    *,
-    scheduler_file: str | os.PathLike[str] | None = None,
-    timeout: float = 60.0,
-    verbose: bool = True,
-) -> Any:
-    """A client of a scheduler that is already running.
-
-    Parameters
-    ----------
-    address : str, optional
-        Scheduler address, e.g. ``"tcp://10.0.0.5:8786"``.
-    scheduler_file : path, optional
-        The JSON file a scheduler started with ``dask scheduler --scheduler-file``
-        writes; exactly one of ``address`` and ``scheduler_file`` is given.
-    timeout : float, default 60
-        Seconds to wait for the scheduler (the scheduler file may not exist yet
-        when the scheduler is still starting).
-    verbose : bool, default True
-        Print the scheduler address and the dashboard link.
-
-    Returns
-    -------
-    distributed.Client
-
-    Raises
-    ------
-    SpecError
-        Neither or both of ``address`` and ``scheduler_file`` given.
-    """
-    from distributed import Client
-
-    if (address is None) == (scheduler_file is None):
-        raise SpecError("connect() needs exactly one of address='tcp://HOST:PORT' or scheduler_file=PATH.")
-    if scheduler_file is not None:
-        client = Client(scheduler_file=os.fspath(scheduler_file), timeout=timeout)
-    else:
-        client = Client(address, timeout=timeout)
-    if verbose:
-        print_dashboard(client, "connected to")
-    return client
-
-
-# the jobqueue pools live in their own module; they are part of this module's API
-from rs_embed_dask.jobqueue_pools import (  # noqa: E402
-    ClusterConfig,
-    JobQueuePools,
-    PoolConfig,
-    job_script,
-    load_cluster_config,
-    pbs_cluster,
-    slurm_cluster,
-)

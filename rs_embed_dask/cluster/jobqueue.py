@@ -15,7 +15,8 @@ from typing import Any
 
 from distributed import SpecCluster
 
-from rs_embed_dask.errors import SpecError
+from rs_embed_dask.cluster.client import print_dashboard
+from rs_embed_dask.core.errors import SpecError
 
 __all__ = [
     "ClusterConfig",
@@ -31,7 +32,7 @@ __all__ = [
 _KINDS = ("slurm", "pbs", "local")
 _RESOURCES = ("gpu", "io")
 #: where config names (``slurm_cluster("slurm")``) are looked up, after $RS_EMBED_DASK_CLUSTER_DIR
-_REPO_CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
+_REPO_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 
 
 def _job_class(kind: str) -> Any:
@@ -492,8 +493,6 @@ def _jobqueue_cluster(
         cluster.close()
         raise
     if verbose:
-        from rs_embed_dask.cluster import print_dashboard
-
         print_dashboard(cluster, f"{kind} cluster")
     return cluster
 
