@@ -5,7 +5,7 @@ name -> ``make(request, spatials) -> (provider_options, sensor)``.  Given the
 pytest ``request`` (for ``tmp_path``, ``monkeypatch``, ...) and the ROIs the
 contract will fetch, ``make`` returns the keyword options to build the
 provider with (``Provider(**provider_options)``) and a
-:class:`~rs_embed_dask.specs.SensorSpec` with at least two bands the provider
+:class:`~rs_embed_dask.core.specs.SensorSpec` with at least two bands the provider
 can deliver for those ROIs offline (``local``: writes a raster covering them
 under ``tmp_path``; ``gee``: installs the fake Earth Engine boundary).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from _cases import collect_cases
 
-from rs_embed_dask.specs import SensorSpec
+from rs_embed_dask.core.specs import SensorSpec
 
 __all__ = ["ProviderCase", "collect"]
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rs_embed_dask.specs import SensorSpec
+from rs_embed_dask.core.specs import SensorSpec
 
 _TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

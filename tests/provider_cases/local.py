@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rs_embed_dask.specs import SensorSpec
+from rs_embed_dask.core.specs import SensorSpec
 
 
 def make(request: Any, spatials: Sequence[Any]) -> tuple[dict[str, Any], SensorSpec]:

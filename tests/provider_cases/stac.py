@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rs_embed_dask.specs import SensorSpec
+from rs_embed_dask.core.specs import SensorSpec
 
 SCENE_DATES = ("2022-06-12", "2022-07-14", "2022-08-16")
 
