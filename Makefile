@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --prefer-binary --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean parity parity-env
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,3 +34,30 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_output
+
+# Differential harness against rs-embed 0.3.1 (not part of `make test` or CI; see parity/README.md).
+# rs-embed runs in its own Python 3.11 venv (it declares >=3.12 but runs on 3.11); ours runs in $(VENV).
+PARITY_VENV   ?= .venv-parity
+PARITY_PY     := $(PARITY_VENV)/bin/python
+PARITY_PIP    := $(PARITY_PY) -m pip install --prefer-binary --disable-pip-version-check -q
+PARITY_STAMP  := $(PARITY_VENV)/.installed-rs-embed-0.3.1
+RS_EMBED_WHEEL ?= rs-embed==0.3.1
+PARITY_ARGS   ?=
+
+$(PARITY_STAMP):
+	@test -x $(PARITY_PY) || $(PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_PIP) --upgrade pip
+	# the torch/torchvision of $(VENV): these lie on this platform's disk (others download GBs)
+	$(PARITY_PIP) "torch==2.14.1" "torchvision==0.29.1"
+	# rs-embed 0.3.1 declares Python>=3.12 but runs on 3.11; rasterio/geotessera pinned to releases with binary wheels
+	$(PARITY_PIP) --ignore-requires-python "$(RS_EMBED_WHEEL)" "rasterio<1.5" "geotessera<0.11" "torch==2.14.1" "torchvision==0.29.1"
+	# --ignore-requires-python also lets pip take pure-Python dependencies that need 3.12 (`type` statements):
+	# back to the newest releases that run on 3.11 (pip then reports geotessera's zarr>=3.3 pin; it imports fine)
+	$(PARITY_PIP) "tifffile<2026.4" "zarr<3.2" "rioxarray<0.20" "bokeh<3.10"
+	$(PARITY_PY) -W ignore -c "import rs_embed, rshf, open_clip, tifffile, zarr, geotessera; print('rs-embed', rs_embed.__version__)"
+	@touch $(PARITY_STAMP)
+
+parity-env: $(PARITY_STAMP)
+
+parity: $(STAMP) $(PARITY_STAMP)
+	$(PY) -m parity.run --parity-python $(PARITY_PY) $(PARITY_ARGS)
