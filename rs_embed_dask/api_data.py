@@ -68,9 +68,6 @@ __all__ = [
 CLUSTER_MIN_ITEMS = 1024
 #: Items per task on the cluster path.
 CLUSTER_CHUNK_SIZE = 32
-#: Models whose forward pass conditions on location (rs-embed's ``_requires_georef``);
-#: a model class may also say so with a ``requires_georef = True`` attribute.
-GEOREF_MODELS = frozenset({"clay", "prithvi"})
 
 
 # -- model side ----------------------------------------------------------------------
@@ -90,8 +87,7 @@ def _no_sensor_refusal(name: str, modality: str | None) -> ModelError:
 
 
 def _requires_georef(name: str) -> bool:
-    flag = getattr(get_model_class(name), "requires_georef", None)
-    return bool(flag) if flag is not None else canonical_model_name(name) in GEOREF_MODELS
+    return bool(get_model_class(name).requires_georef)
 
 
 def _user_data_model(

@@ -18,7 +18,7 @@ import numpy as np
 from parity.capture import capture_model_inputs
 from parity.inputs import Case, Plan, sha256_f32
 
-__all__ = ["FetchLog", "run_cases"]
+__all__ = ["FetchLog", "call_case", "run_cases"]
 
 
 class FetchLog:
@@ -57,6 +57,25 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
 _META_KEYS = ("input_prep", "grid_hw", "grid_shape", "stitched_grid_shape", "pooling", "tokens_kind",
               "merged_output", "preprocess", "shape_prep", "n_frames", "frame_dates", "model_policy",
               "input_res_m", "num_frames", "temporal_mode", "tile_count")  # fmt: skip
+
+
+def call_case(pkg: Any, plan: Plan, case: Case, provider: str) -> list[Any]:
+    """Run ``case`` through a package's public API (``pkg`` is ``rs_embed`` or ``rs_embed_dask``).
+
+    Both packages have the same names and signatures, so one call serves both
+    sides: ``get_embedding`` (or ``get_embeddings_batch``) on the case's ROIs
+    from the fake provider ``provider``; products read their own data.
+    """
+    spatials = [pkg.BBox(*r.bbox) if r.bbox else pkg.PointBuffer(r.lon, r.lat, r.buffer_m)
+                for r in (plan.rois[n] for n in case.rois)]  # fmt: skip
+    start, end = case.window or (plan.start, plan.end)
+    temporal = pkg.TemporalSpec.year(case.year) if case.year else pkg.TemporalSpec.range(start, end)
+    output = pkg.OutputSpec.grid() if case.output == "grid" else pkg.OutputSpec.pooled()
+    backend = "auto" if case.year else provider
+    kw = {"temporal": temporal, "output": output, "backend": backend, "device": "cpu", "input_prep": case.input_prep}
+    if case.call == "batch":
+        return list(pkg.get_embeddings_batch(case.model, spatials=spatials, **kw))
+    return [pkg.get_embedding(case.model, spatial=spatials[0], **kw)]
 
 
 def run_cases(

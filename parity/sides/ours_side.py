@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from parity.inputs import Case, Plan, world_pixels
-from parity.sides.common import FetchLog, run_cases
+from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import HUB_FILES, convert_remoteclip, snapshot_dir, write_snapshot
 
 PROVIDER = "parity_fake"
@@ -87,16 +87,7 @@ def _call(case: Case) -> list[Any]:
     import rs_embed_dask as rd
 
     assert _PLAN is not None
-    spatials = [rd.BBox(*r.bbox) if r.bbox else rd.PointBuffer(r.lon, r.lat, r.buffer_m)
-                for r in (_PLAN.rois[n] for n in case.rois)]  # fmt: skip
-    start, end = case.window or (_PLAN.start, _PLAN.end)
-    temporal = rd.TemporalSpec.year(case.year) if case.year else rd.TemporalSpec.range(start, end)
-    output = rd.OutputSpec.grid() if case.output == "grid" else rd.OutputSpec.pooled()
-    backend = "auto" if case.year else PROVIDER  # products read their own data
-    kw = {"temporal": temporal, "output": output, "backend": backend, "device": "cpu", "input_prep": case.input_prep}
-    if case.call == "batch":
-        return list(rd.get_embeddings_batch(case.model, spatials=spatials, **kw))
-    return [rd.get_embedding(case.model, spatial=spatials[0], **kw)]
+    return call_case(rd, _PLAN, case, PROVIDER)
 
 
 def main(argv: list[str] | None = None) -> int:

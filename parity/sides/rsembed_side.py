@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from parity.inputs import Case, Plan, lattice_window, mercator, spatial_bounds, world_pixels
-from parity.sides.common import FetchLog, run_cases
+from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import (
     HUB_FILES,
     link_or_copy,
@@ -261,16 +261,7 @@ def _call(case: Case) -> list[Any]:
     import rs_embed
 
     assert _PLAN is not None
-    spatials = [rs_embed.BBox(*r.bbox) if r.bbox else rs_embed.PointBuffer(r.lon, r.lat, r.buffer_m)
-                for r in (_PLAN.rois[n] for n in case.rois)]  # fmt: skip
-    start, end = case.window or (_PLAN.start, _PLAN.end)
-    temporal = rs_embed.TemporalSpec.year(case.year) if case.year else rs_embed.TemporalSpec.range(start, end)
-    output = rs_embed.OutputSpec.grid() if case.output == "grid" else rs_embed.OutputSpec.pooled()
-    backend = "auto" if case.year else PROVIDER  # products read their own data
-    kw = {"temporal": temporal, "output": output, "backend": backend, "device": "cpu", "input_prep": case.input_prep}
-    if case.call == "batch":
-        return list(rs_embed.get_embeddings_batch(case.model, spatials=spatials, **kw))
-    return [rs_embed.get_embedding(case.model, spatial=spatials[0], **kw)]
+    return call_case(rs_embed, _PLAN, case, PROVIDER)
 
 
 @contextmanager

@@ -96,6 +96,9 @@ class Embedder:
         weights differ per modality (croma's ``"modality"``).
     modality_aliases : dict of str to str
         Other names of the modalities in ``describe()["modalities"]``.
+    requires_georef : bool
+        The forward pass conditions on the ROI's location, so user data
+        (``get_embedding_from_data``) must be georeferenced.
     """
 
     name: ClassVar[str] = ""
@@ -112,6 +115,7 @@ class Embedder:
     runtime_config_keys: ClassVar[frozenset[str]] = frozenset()
     modality_config_key: ClassVar[str | None] = None
     modality_aliases: ClassVar[Mapping[str, str]] = {}
+    requires_georef: ClassVar[bool] = False
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         cfg = dict(model_config or {})

@@ -323,6 +323,7 @@ class PrithviEmbedder(TorchEmbedder):
     requires = ("torch", "timm")
     n_frames = CHECKPOINT_FRAMES
     input_size = 224
+    requires_georef = True  # location coordinates of the TL variants
     supports_autocast = True
     config_keys = frozenset(
         {
