@@ -28,11 +28,12 @@ import sys
 import time
 from pathlib import Path
 
+from parity import families
 from parity.inputs import build_plan
 
 REPO = Path(__file__).resolve().parent.parent
 #: on-the-fly models both packages offer -> default fetch scale (m)
-MODELS = {"remoteclip": 10, "satmae": 10, "scalemae": 10, "dofa": 10, "prithvi": 30}
+MODELS = {"remoteclip": 10, "satmae": 10, "scalemae": 10, "dofa": 10, "prithvi": 30, **families.models()}
 #: precomputed products compared with local stand-ins -> the year they cover
 PRODUCTS = {"copernicus": 2021}
 SEED = 20260512

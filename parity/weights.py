@@ -60,6 +60,15 @@ HUB_FILES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def _add_families() -> None:
+    from parity.families import hub_files
+
+    HUB_FILES.update(hub_files())
+
+
+_add_families()
+
+
 def fake_revision(repo_id: str, seed: int) -> str:
     """A 40-hex-digit commit hash for ``repo_id`` (deterministic, never a real one)."""
     return hashlib.sha1(f"parity|{repo_id}|{seed}".encode()).hexdigest()

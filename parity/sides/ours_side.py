@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from parity.families import family_of
 from parity.inputs import Case, Plan, world_pixels
 from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import HUB_FILES, convert_remoteclip, snapshot_dir, write_snapshot
@@ -46,8 +47,11 @@ def write_weights(hub: Path, seed: int, models: list[str]) -> None:
         if dst.exists() and stamp.exists() and stamp.read_text() == f"{src}|{src.stat().st_mtime_ns}":
             print(f"[ours weights] {model}: cached {dst}", flush=True)
             continue
+        fam = family_of(model)
         if model == "remoteclip":
             convert_remoteclip(src, dst)
+        elif fam is not None and hasattr(fam, "ours_weights"):
+            fam.ours_weights(model, src, dst)
         else:  # pragma: no cover - a new entry of HUB_FILES needs its conversion here
             raise NotImplementedError(model)
         stamp.write_text(f"{src}|{src.stat().st_mtime_ns}")

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from parity.families import family_of
 from parity.inputs import Case, Plan, lattice_window, mercator, spatial_bounds, world_pixels
 from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import (
@@ -102,6 +103,9 @@ def _build(model: str) -> tuple[Any, dict[str, Any] | None]:
         cfg = dict(PRITHVI_CONFIG["pretrained_cfg"])
         cfg["patch_size"] = tuple(cfg["patch_size"])
         return PrithviMAE(**cfg), PRITHVI_CONFIG
+    fam = family_of(model)
+    if fam is not None:
+        return fam.build(model)
     raise ValueError(f"no weights recipe for {model!r}")
 
 
@@ -123,7 +127,10 @@ def write_weights(hub: Path, seed: int, models: list[str]) -> dict[str, Any]:
         randomize_module(module, seed, prefix=f"{model}/")
         state = module.state_dict()
         weight_file = next(f for f in files if f != "config.json")
-        if weight_file.endswith(".safetensors"):
+        fam = family_of(model)
+        if fam is not None and hasattr(fam, "save"):
+            fam.save(model, state, snap, files)
+        elif weight_file.endswith(".safetensors"):
             save_safetensors(state, snap / weight_file)
         else:
             torch.save({k: v.contiguous() for k, v in state.items()}, snap / weight_file)

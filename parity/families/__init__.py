@@ -1,0 +1,55 @@
+"""Per-family parity recipes, one module per model family added after the first five.
+
+A family module (``parity/families/<family>.py``) may define:
+
+``MODELS``
+    ``{model name: default fetch scale in metres}``: the on-the-fly models it adds to the plan.
+``HUB_FILES``
+    Entries of :data:`parity.weights.HUB_FILES` (``{"rs_embed": (repo, *files), "ours": (repo, file)}``).
+``build(model) -> (module, config_json or None)``
+    Runs in ``.venv-parity``: rs-embed's (or the upstream library's) module with default init,
+    whose state dict is written, seeded, in the published file's format.
+``save(model, state, snapshot, files)``
+    Optional: write the state in a format other than ``.safetensors`` / ``torch.save`` of a flat dict.
+``ours_weights(model, src, dst)``
+    Optional: derive our checkpoint file from rs-embed's where the two read different files.
+
+Modules must import neither package at import time (both sides import this package).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+__all__ = ["families", "family_of", "hub_files", "models"]
+
+
+def families() -> list[ModuleType]:
+    """Every family module of this package, imported."""
+    return [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+
+
+def models() -> dict[str, float]:
+    """``{model: scale}`` over every family."""
+    out: dict[str, float] = {}
+    for fam in families():
+        out.update(getattr(fam, "MODELS", {}))
+    return out
+
+
+def hub_files() -> dict[str, dict[str, tuple[str, ...]]]:
+    """The families' :data:`parity.weights.HUB_FILES` entries."""
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for fam in families():
+        out.update(getattr(fam, "HUB_FILES", {}))
+    return out
+
+
+def family_of(model: str) -> ModuleType | None:
+    """The family module that adds ``model``, if any."""
+    for fam in families():
+        if model in getattr(fam, "MODELS", {}) or model in getattr(fam, "HUB_FILES", {}):
+            return fam
+    return None
