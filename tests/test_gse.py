@@ -182,3 +182,36 @@ def test_export_holds_the_gee_cap_across_worker_processes(tmp_path, monkeypatch)
         for r in rois
     ])  # fmt: skip
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_parity_harness_fake_serves_the_same_world_to_our_reader(monkeypatch):
+    """The differential harness's fake Earth Engine (``parity/products_gse.py``) behind our gse.
+
+    rs-embed reads the same fake through ``sampleRectangle``; here: our
+    ``computePixels`` requests get the fake's world, masked pixels become NaN
+    and the pooled vector ignores them.
+    """
+    repo = os.path.dirname(TESTS_DIR)
+    monkeypatch.syspath_prepend(repo)
+    from parity.products_gse import install, world_values
+
+    monkeypatch.setenv("EE_PROJECT", "test-project")
+    reset_runtime()
+    ee_session.reset_session()
+    served = []
+    install(3, log=lambda label, arr: served.append(label), setattr_=monkeypatch.setattr)
+    try:
+        roi = BBox(8.75, 47.33, 8.756, 47.334)
+        grid = embed(roi, TemporalSpec.year(2022))
+        pooled = embed(roi, TemporalSpec.year(2022), OutputSpec.pooled())
+    finally:
+        reset_runtime()
+        ee_session.reset_session()
+    w = grid_window(roi, 10.0)
+    vals, masked = world_values(3, 2022, w.row_off, w.col_off, w.height, w.width, 10.0)
+    expected = np.where(masked[None], np.nan, vals)
+    assert masked.any()
+    assert not masked.all()
+    np.testing.assert_array_equal(np.asarray(grid.data), expected)
+    np.testing.assert_allclose(pooled.data, np.nanmean(expected, axis=(1, 2)), rtol=1e-6, atol=1e-8)
+    assert served == [f"r{w.row_off} c{w.col_off} {w.height}x{w.width}@10m"] * 2

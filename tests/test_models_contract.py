@@ -226,13 +226,13 @@ class TestPrecomputedContract:
         assert product_embedder.default_sensor() is None
         for key in ("native_crs", "native_resolution", "grid_crs", "source", "embedding_dim", "output"):
             assert d.get(key), key
-        assert d["grid_crs"] == "EPSG:3857"
-        assert d["defaults"]["scale_m"] > 0
+        if d["grid_crs"] == "EPSG:3857":  # products resampled onto the common grid
+            assert d["defaults"]["scale_m"] > 0
+        else:  # products on their own grid (copernicus: EPSG:4326, as rs-embed)
+            assert d["grid_crs"] == d["native_crs"]
         assert set(d["output"]) == {"pooled", "grid"}
 
     def test_pooled_and_grid_shapes_north_up(self, product, product_embedder):
-        from rs_embed_dask.geometry import grid_window
-
         _, c = product
         D = product_embedder.describe()["embedding_dim"]
         for sp in c.spatials:
@@ -241,21 +241,37 @@ class TestPrecomputedContract:
             assert _data(p).shape == (D,)
             assert _data(p).dtype == np.float32
             assert np.isfinite(_data(p)).all()
-            w = grid_window(sp, product_embedder.grid_scale_m(None))
-            assert _data(g).shape == (D, w.height, w.width)
-            assert g.meta["grid_hw"] == [w.height, w.width]
-            assert g.meta["crs"] == "EPSG:3857"
-            assert g.meta["transform"] == list(w.transform_tuple)
             assert g.meta["y_axis_direction"] == "north_to_south"
+            assert g.meta["grid_hw"] == list(_data(g).shape[1:])
+            assert g.meta["crs"] == product_embedder.describe()["grid_crs"]
+            if g.meta["crs"] != "EPSG:3857":
+                assert _data(g).shape[0] == D
+                assert g.meta["transform"][4] < 0  # north-up
+                continue
+            w = product_embedder.window_for(sp, None)
+            assert _data(g).shape == (D, w.height, w.width)
+            assert g.meta["transform"] == list(w.transform_tuple)
 
     def test_grid_rows_run_north_to_south(self, product, product_embedder):
         """The grid of the northern rows of a ROI's window is the top of the ROI's grid."""
         from rs_embed_dask.core.specs import BBox
-        from rs_embed_dask.geometry import grid_window, mercator_to_lonlat
+        from rs_embed_dask.geometry import mercator_to_lonlat
 
         _, c = product
         sp = c.spatials[0]
-        w = grid_window(sp, product_embedder.grid_scale_m(None))
+        if product_embedder.describe()["grid_crs"] != "EPSG:3857":
+            # a native lon/lat grid: the box over the northern k rows of the ROI's grid
+            (full,) = product_embedder.embed_spatials([sp], temporal=c.temporal, output=GRID, sensor=None)
+            a, _, x0, _, e, y0 = full.meta["transform"]
+            h, w_ = _data(full).shape[1:]
+            assert h >= 2, "the case's first ROI must span two grid rows"
+            k = h // 2
+            eps = 1e-6 * a
+            north = BBox(x0 + eps, y0 + k * e + eps, x0 + w_ * a - eps, y0 - eps)
+            (top,) = product_embedder.embed_spatials([north], temporal=c.temporal, output=GRID, sensor=None)
+            np.testing.assert_array_equal(_data(top), _data(full)[:, :k, :])
+            return
+        w = product_embedder.window_for(sp, None)
         assert w.height >= 2, "the case's first ROI must span two grid rows"
         k = w.height // 2
         minx, _, maxx, maxy = w.bounds

@@ -114,3 +114,39 @@ def test_mixed_export_never_touches_earth_engine(cluster, tmp_path, monkeypatch)
     np.testing.assert_allclose(emb_t, np.stack([e.data for e in tess]), rtol=1e-6)
     np.testing.assert_allclose(emb_c, np.stack([e.data for e in cop]), rtol=1e-6)
     assert np.asarray(res.embedding("rcf")).shape == (3, 8)
+
+
+def test_copernicus_grids_of_different_shapes_are_stored_per_item(tmp_path):
+    """Native-grid outputs differ in shape per ROI: rs-embed's per-item ``embedding__<model>__<i>`` keys."""
+    from _clusters import local_client
+
+    cop_path = tmp_path / "embed_map_310k.tif"
+    write_copernicus_map(cop_path)
+    spatials = [BBox(5.1, 44.4, 5.8, 44.8), PointBuffer(5.6, 44.8, 20_000.0), BBox(6.5, 43.0, 7.6, 45.0)]
+    out = tmp_path / "cop.npz"
+    with local_client(io_threads=2, inference_workers=1) as client:
+        manifest = export_batch(
+            spatials=spatials,
+            temporal=TemporalSpec.year(2021),
+            models=[ExportModelRequest.configure("copernicus", path=str(cop_path))],
+            target=ExportTarget.combined(str(out)),
+            output=OutputSpec.grid(),
+            config=ExportConfig(chunk_size=2, show_progress=False, save_inputs=False),
+            client=client,
+        )
+    assert manifest["status"] == "ok", manifest
+    with np.load(out) as z:
+        assert sorted(z.files) == [f"embedding__copernicus__{i:05d}" for i in range(3)]
+        stored = [z[f"embedding__copernicus__{i:05d}"] for i in range(3)]
+    direct = CopernicusEmbedder({"path": str(cop_path)}).embed_spatials(
+        spatials, temporal=TemporalSpec.year(2021), output=OutputSpec.grid(), sensor=None
+    )
+    assert [s.shape for s in stored] == [(768, 2, 4), (768, 3, 3), (768, 4, 2)]
+    for s, d in zip(stored, direct, strict=True):
+        np.testing.assert_array_equal(s, np.asarray(d.data))
+    with pytest.warns(UserWarning, match="different shapes per item"):
+        res = load_export(str(out))
+    ragged = res.models["copernicus"].embeddings_ragged
+    assert res.models["copernicus"].embeddings is None
+    for i, s in enumerate(stored):
+        np.testing.assert_array_equal(np.asarray(ragged[i]), s)

@@ -34,7 +34,61 @@ from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, grid_window
 from rs_embed_dask.models.base import Embedder
 
-__all__ = ["PrecomputedEmbedder", "nan_pool", "reproject_nearest"]
+__all__ = ["PrecomputedEmbedder", "nan_pool", "reproject_nearest", "sample_nearest", "touched_grid_window"]
+
+#: rs-embed's tolerance (in pixels) when snapping a ROI's edges outward to the lattice.
+_SNAP_EPS = 1e-9
+
+
+def touched_grid_window(spatial: SpatialSpec, scale_m: float) -> GridWindow:
+    """The common-grid window of every pixel a ROI touches (edges snapped outward).
+
+    rs-embed 0.3.1's ``common_grid`` rule for products it resamples itself
+    (``tessera``): columns ``floor(minx / s) .. ceil(maxx / s)`` and rows
+    ``floor(-maxy / s) .. ceil(-miny / s)`` of the EPSG:3857 lattice (1e-9 px
+    tolerance), at least one pixel each way.  :func:`~rs_embed_dask.geometry.grid_window`
+    takes the pixels whose centres lie inside instead (one pixel less each way
+    for a ROI off the lattice).
+    """
+    from rs_embed_dask.geometry import mercator_bounds
+
+    s = float(scale_m)
+    minx, miny, maxx, maxy = mercator_bounds(spatial)
+    c0, c1 = math.floor(minx / s + _SNAP_EPS), math.ceil(maxx / s - _SNAP_EPS)
+    r0, r1 = math.floor(-maxy / s + _SNAP_EPS), math.ceil(-miny / s - _SNAP_EPS)
+    return GridWindow(col_off=c0, row_off=r0, width=max(1, c1 - c0), height=max(1, r1 - r0), scale_m=s)
+
+
+def sample_nearest(
+    window: GridWindow, src_crs: Any, src_transform: Any, src_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest source pixel of each pixel centre of ``window``: ``(rows, cols, inside)``, each ``(H, W)``.
+
+    The centres are projected to ``src_crs`` with pyproj (exact, no
+    approximation) and the source pixel is the one containing the projected
+    centre (``floor`` of the inverse affine), as rs-embed 0.3.1 resamples
+    tiles.  ``inside`` marks centres that fall within the ``src_hw`` raster.
+    """
+    from affine import Affine
+    from pyproj import CRS, Transformer
+
+    minx, _, _, maxy = window.bounds
+    s = float(window.scale_m)
+    xs = minx + (np.arange(window.width, dtype=np.float64) + 0.5) * s
+    ys = maxy - (np.arange(window.height, dtype=np.float64) + 0.5) * s
+    gx, gy = np.meshgrid(xs, ys)
+    if CRS.from_user_input(src_crs) != CRS.from_user_input(WEB_MERCATOR):
+        tfm = Transformer.from_crs(WEB_MERCATOR, src_crs, always_xy=True)
+        px, py = tfm.transform(gx.ravel(), gy.ravel())
+        gx, gy = np.asarray(px).reshape(gx.shape), np.asarray(py).reshape(gy.shape)
+    inv = ~Affine(*tuple(src_transform)[:6])
+    col_f = inv.a * gx + inv.b * gy + inv.c
+    row_f = inv.d * gx + inv.e * gy + inv.f
+    ok = np.isfinite(col_f) & np.isfinite(row_f)
+    cols = np.floor(np.where(ok, col_f, -1.0)).astype(np.int64)
+    rows = np.floor(np.where(ok, row_f, -1.0)).astype(np.int64)
+    inside = ok & (rows >= 0) & (rows < int(src_hw[0])) & (cols >= 0) & (cols < int(src_hw[1]))
+    return rows, cols, inside
 
 
 def nan_pool(values: np.ndarray, pooling: str) -> np.ndarray:

@@ -13,13 +13,22 @@ carries the tile's UTM CRS and transform.  The files sit under an
 Tiles are located with geotessera's path helpers
 (:func:`geotessera.registry.tile_from_world`, ``tile_to_embedding_paths``,
 ``tile_to_landmask_filename``) and opened with :meth:`geotessera.tiles.Tile.from_npy`
-(CRS and transform from the land mask).  Only the rows and columns under the
-ROI are read (the ``.npy`` files are memory-mapped) and dequantised with
-:func:`geotessera.dequantize_embedding`; each tile is then reprojected with
-nearest-neighbour resampling onto the ROI's window of the common EPSG:3857
-grid, so tiles of different UTM zones mosaic without a seam.  Nearest keeps
-every output vector an actual product vector (bilinear would blend quantised
-vectors of different pixels and smear no-data edges).
+(CRS and transform from the land mask).  The ROI is read as rs-embed 0.3.1
+reads it (checked against rs-embed by the parity harness):
+
+- the window is every pixel of the common EPSG:3857 grid (10 m) the ROI
+  touches, its edges snapped outward (rs-embed's ``common_grid``; see
+  :func:`~rs_embed_dask.models.precomputed.touched_grid_window`);
+- each window pixel takes the tile pixel that contains its centre projected
+  into the tile's UTM zone with pyproj (``floor`` of the inverse affine), so
+  tiles of different UTM zones mosaic without a seam and every output vector
+  is an actual product vector;
+- where tiles overlap, the first tile in geotessera's manifest order
+  (longitude, then latitude) wins.
+
+Only the tile pixels under the ROI are gathered from the memory-mapped
+``.npy`` files and dequantised as :func:`geotessera.dequantize_embedding`
+does (int8 to float32, times the scale).
 
 Missing tiles are downloaded with :class:`geotessera.GeoTessera` when
 ``download`` is true (network needed); otherwise (or when the tile does not
@@ -41,7 +50,7 @@ import numpy as np
 from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.core.specs import SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow
-from rs_embed_dask.models.precomputed import PrecomputedEmbedder, reproject_nearest
+from rs_embed_dask.models.precomputed import PrecomputedEmbedder, sample_nearest, touched_grid_window
 
 __all__ = ["TesseraEmbedder", "default_cache_dir"]
 
@@ -69,10 +78,11 @@ def _tile_centres(lonlat: tuple[float, float, float, float]) -> list[tuple[float
     c_lon1, c_lat1 = tile_from_world(lon1, lat1)
     n_lon = round((c_lon1 - c_lon0) / _TILE_DEG) + 1
     n_lat = round((c_lat1 - c_lat0) / _TILE_DEG) + 1
+    # geotessera's manifest order (year, lon, lat), in which rs-embed receives the tiles
     return [
         (round(c_lon0 + i * _TILE_DEG, 2), round(c_lat0 + j * _TILE_DEG, 2))
-        for j in range(n_lat)
         for i in range(n_lon)
+        for j in range(n_lat)
     ]
 
 
@@ -193,18 +203,16 @@ class TesseraEmbedder(PrecomputedEmbedder):
                 self._tiles.popitem(last=False)
             return tile
 
-    @staticmethod
-    def _read_tile_window(tile: Any, window: GridWindow) -> Any:
-        """Dequantised ``(128, h, w)`` slice of ``tile`` under ``window`` with its transform, or ``None``."""
-        from affine import Affine
-        from geotessera import dequantize_embedding
+    def window_for(self, spatial: SpatialSpec, sensor: Any) -> GridWindow:
+        """Every common-grid pixel the ROI touches (rs-embed's ``common_grid``: edges snapped outward)."""
+        return touched_grid_window(spatial, self.grid_scale_m(sensor))
 
-        from rs_embed_dask.providers.local import LocalProvider
-
-        sl = LocalProvider._source_slices(window, tile.crs, tile.transform, tile.height, tile.width)
-        if sl is None:
-            return None
-        (r0, r1), (c0, c1) = sl
+    def _fill_from_tile(self, tile: Any, window: GridWindow, out: np.ndarray, filled: np.ndarray) -> bool:
+        """Write ``tile``'s nearest pixels into the unfilled cells of ``out``; whether any landed."""
+        rows, cols, inside = sample_nearest(window, tile.crs, tile.transform, (tile.height, tile.width))
+        inside &= ~filled  # the first tile (geotessera's manifest order) wins where tiles overlap
+        if not inside.any():
+            return False
         q = np.load(tile._embedding_path, mmap_mode="r")
         s = np.load(tile._scales_path, mmap_mode="r")
         if q.shape[:2] != (tile.height, tile.width):
@@ -212,23 +220,25 @@ class TesseraEmbedder(PrecomputedEmbedder):
                 f"tessera tile {tile.grid_name} ({tile.year}): embedding shape {q.shape} does not match "
                 f"its land mask ({tile.height}, {tile.width})."
             )
-        qs = np.asarray(q[r0:r1, c0:c1])
-        ss = np.asarray(s[r0:r1, c0:c1], dtype=np.float32)
-        vals = dequantize_embedding(qs, ss)
-        scale_px = ss if ss.ndim == 2 else ss.min(axis=-1)
-        bad = ~(np.isfinite(scale_px) & (scale_px > 0))
-        vals[bad] = np.nan
-        data = np.ascontiguousarray(np.moveaxis(vals, -1, 0), dtype=np.float32)
-        return data, tile.transform @ Affine.translation(c0, r0)
+        r, c = rows[inside], cols[inside]
+        ss = np.asarray(s[r, c], dtype=np.float32)
+        # geotessera's dequantize_embedding on the gathered pixels: int8 -> float32 times the scale
+        vals = np.asarray(q[r, c]).astype(np.float32) * (ss[:, None] if ss.ndim == 1 else ss)  # (N, 128)
+        scale_px = ss if ss.ndim == 1 else ss.min(axis=-1)
+        vals[~(np.isfinite(scale_px) & (scale_px > 0))] = np.nan
+        out[:, inside] = vals.T
+        filled |= inside
+        return True
 
     def read_window(
         self, window: GridWindow, spatial: SpatialSpec, temporal: TemporalSpec | None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Mosaic the tiles under ``window`` (any UTM zones) onto the common grid."""
+        """Mosaic the tiles under ``window`` (any UTM zones) onto the common grid, nearest pixel."""
         if temporal is None or temporal.year is None:
             raise ModelError("tessera reads one product year: pass TemporalSpec.year(...).")
         year = int(temporal.year)
         out = np.full((self.embedding_dim, *window.shape), np.nan, dtype=np.float32)
+        filled = np.zeros(window.shape, dtype=bool)
         used: list[str] = []
         missing: list[str] = []
         zones: set[str] = set()
@@ -238,21 +248,15 @@ class TesseraEmbedder(PrecomputedEmbedder):
             if tile is None:
                 missing.append(name)
                 continue
-            part = self._read_tile_window(tile, window)
-            if part is None:
-                continue
-            src, transform = part
-            # the exact transformer: the nearest pixel, not an approximation of it
-            dst = reproject_nearest(src, transform, tile.crs, window, tolerance=0.0)
-            hole = np.isnan(out)
-            out[hole] = dst[hole]
-            used.append(name)
-            zones.add(str(tile.crs))
+            if self._fill_from_tile(tile, window, out, filled):
+                used.append(name)
+                zones.add(str(tile.crs))
         meta = {
             "tessera_cache_dir": str(self.cache_dir),
             "tessera_tiles": used,
             "tessera_missing_tiles": missing,
             "tessera_utm_crs": sorted(zones),
             "crosses_utm_zone": len(zones) > 1,
+            "coverage": float(filled.mean()),
         }
         return out, meta

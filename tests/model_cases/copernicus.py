@@ -49,12 +49,14 @@ CASES = {
     "copernicus": PrecomputedCase(
         setup=_setup,
         spatials=(
-            BBox(5.2, 44.3, 5.9, 45.1),  # about 3 x 3 grid pixels at 0.25 deg of longitude
+            BBox(5.2, 44.3, 5.9, 45.1),  # touches 4 x 4 product pixels
             PointBuffer(5.5, 45.0, 2000.0),  # smaller than a pixel
             BBox(4.9, 44.6, 5.4, 45.2),
         ),
         temporal=TemporalSpec.year(2021),
-        partial=BBox(6.5, 44.5, 7.6, 45.0),  # east half beyond the map
+        # touches (row 1, col 5) and the no-data pixel (row 1, col 6); a ROI beyond the map's
+        # edge is clipped to it (rs-embed's rule), so it would have no NaN cell
+        partial=BBox(6.2, 45.15, 6.6, 45.35),
         outside=BBox(8.0, 44.5, 8.5, 45.0),
         pooled_from_grid=False,
     ),
