@@ -185,6 +185,7 @@ def test_per_item_export_load_and_export_npz_examples_run_as_a_plain_script(tmp_
     assert lines == ["per_item", "2", "(2, 512)", "(1, 512)"]
     assert _files(tmp_path) == {
         "exports/p1.npz", "exports/p1.json", "exports/p2.npz", "exports/p2.json",
+        "exports/_rs_embed_dask_export.json",  # our folder manifest; rs-embed pairs only <base>.npz with <base>.json
         "single/one_roi.npz", "single/one_roi.json",
     }  # fmt: skip
 

@@ -9,6 +9,8 @@ next to code that catches the specific class.
 from __future__ import annotations
 
 __all__ = [
+    "ExportIntegrityError",
+    "ExportLockedError",
     "ModelError",
     "ProviderError",
     "RSEmbedError",
@@ -32,6 +34,49 @@ class ModelError(RSEmbedError, ValueError):
 
 class ProviderError(RSEmbedError, RuntimeError):
     """A data provider could not deliver the requested pixels."""
+
+
+class ExportIntegrityError(RSEmbedError, ValueError):
+    """An export on disk is damaged or inconsistent with its manifest.
+
+    Raised by :func:`~rs_embed_dask.load_export` (``strict=True``): a member,
+    chunk or per-item file the manifest promises is missing, has the wrong
+    number of rows or cannot be decoded, or the manifest itself is malformed.
+
+    Parameters
+    ----------
+    path : str
+        The file or folder that is damaged.
+    problem : str
+        What is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self):  # keep the two fields across pickling
+        return (type(self), (self.path, self.problem))
+
+
+class ExportLockedError(RSEmbedError, RuntimeError):
+    """Another live writer holds the lock of an export target.
+
+    Parameters
+    ----------
+    message : str
+        Human-readable description naming the lock file and its holder.
+    lock_path : str, optional
+        The lock file.
+    holder : dict, optional
+        What the lock file says about its holder (host, pid, start time).
+    """
+
+    def __init__(self, message: str, *, lock_path: str = "", holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.holder = dict(holder or {})
 
 
 class TransientProviderError(ProviderError):

@@ -25,11 +25,18 @@ from rs_embed_dask.core.registry import get_provider_class
 from rs_embed_dask.core.types import ExportLayout
 from rs_embed_dask.export import tasks
 from rs_embed_dask.export.blocks import as_block
+from rs_embed_dask.export.identity import check_resume_identity, resume_identity
+from rs_embed_dask.export.lock import target_lock
 from rs_embed_dask.export.npz_parts import parts_dir
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
-from rs_embed_dask.export.store import UNBOUNDED, open_root, resize_items
+from rs_embed_dask.export.store import OK, OK_RAGGED, UNBOUNDED, open_root, resize_items
+from rs_embed_dask.export.tidy import (
+    read_folder_manifest,
+    remove_stale_tmp,
+    write_folder_manifest,
+)
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
 
 __all__ = ["run_export"]
@@ -181,19 +188,30 @@ class _Submitter:
 
 
 def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] | dict[str, Any]:
-    """Run a validated export plan on ``client`` (or an embedded local cluster)."""
+    """Run a validated export plan on ``client`` (or an embedded local cluster).
+
+    The target's lock (:mod:`rs_embed_dask.export.lock`) is held from before
+    the cluster starts until the export is finished: a second writer of the
+    same target is refused with :class:`~rs_embed_dask.core.errors.ExportLockedError`.
+    Temporary files that killed writers left behind are removed first.
+    """
     from rs_embed_dask.cluster import export_client
 
-    # a streamed request's fingerprint cannot cover its ROIs: never short-circuit it (its
-    # finished chunks are still skipped, ROI by ROI, when the working store remains)
-    if plan.layout == ExportLayout.COMBINED and plan.config.resume and plan.spatials_in_fingerprint:
-        done = _combined_already_done(plan)
-        if done is not None:
-            return done
-    with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
-        if plan.layout == ExportLayout.PER_ITEM:
-            return _run_per_item(cl, plan)
-        return _run_combined(cl, plan)
+    target = plan.out_file if plan.layout == ExportLayout.COMBINED else plan.out_dir
+    assert target is not None
+    with target_lock(target):
+        remove_stale_tmp(plan)
+        plan.identity = resume_identity(plan, _static_models(plan))
+        # a streamed request's fingerprint cannot cover its ROIs: never short-circuit it (its
+        # finished chunks are still skipped, ROI by ROI, when the working store remains)
+        if plan.layout == ExportLayout.COMBINED and plan.config.resume and plan.spatials_in_fingerprint:
+            done = _combined_already_done(plan)
+            if done is not None:
+                return done
+        with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
+            if plan.layout == ExportLayout.PER_ITEM:
+                return _run_per_item(cl, plan)
+            return _run_combined(cl, plan)
 
 
 def _drain(
@@ -253,6 +271,13 @@ def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
     assert plan.out_dir is not None
     os.makedirs(plan.out_dir, exist_ok=True)
     statics = _static_models(plan)
+    folder = read_folder_manifest(plan.out_dir)
+    if cfg.resume and folder is not None:
+        check_resume_identity(
+            folder.get("resume_identity"), plan.identity, where=f"the per-item folder {plan.out_dir!r}",
+            stored_fingerprint=folder.get("request_fingerprint"), fingerprint=plan.fingerprint,
+        )  # fmt: skip
+    write_folder_manifest(plan, complete=False, n_items=plan.n_items)
     progress = Progress(plan.n_items, enabled=cfg.show_progress, client=client, desc="export_batch")
     skipped: list[dict[str, Any]] = []
 
@@ -305,6 +330,8 @@ def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
     results = _run_chunks(client, plan, submit_write, chunk_iter(), progress)
     progress.close()
     manifests = [m for chunk in results for m in chunk] + skipped
+    n_items = plan.n_items if plan.n_items is not None else len(manifests)
+    write_folder_manifest(plan, complete=True, n_items=n_items)
     return sorted(manifests, key=lambda m: m.get("point_index", 0))
 
 
@@ -324,23 +351,39 @@ def _combined_already_done(plan: ExportPlan) -> dict[str, Any] | None:
         return None
     if man.get("resume_incomplete") or man.get("request_fingerprint") != plan.fingerprint:
         return None
+    if man.get("status") != "ok":
+        return None  # failed items are retried (the working store of the failed ones is kept)
+    if plan.fmt == "zarr":
+        try:
+            attrs = dict(open_root(plan.out_file).attrs).get("rs_embed_dask", {})
+        except Exception:
+            return None
+        if not attrs.get("complete"):
+            return None
+        check_resume_identity(
+            attrs.get("resume_identity"), plan.identity, where=f"the zarr export {plan.out_file!r}",
+            stored_fingerprint=attrs.get("request_fingerprint"), fingerprint=plan.fingerprint,
+        )  # fmt: skip
     return {**man, "resume_skipped": True, "resume_output_path": plan.out_file}
 
 
 def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
     # numpy columns, or lazy zarr arrays for a streamed store (item capacity UNBOUNDED)
+    # only items that succeeded count: failed ones are retried on resume, as rs-embed reruns partial models
     return bool(statuses) and all(
-        s is not None and s.shape[0] >= start + n and (np.asarray(s[start : start + n]) != 0).all() for s in statuses
+        s is not None and s.shape[0] >= start + n and np.isin(np.asarray(s[start : start + n]), (OK, OK_RAGGED)).all()
+        for s in statuses
     )
 
 
-def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: Sequence[Any]) -> bool:
+def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: Sequence[Any], *, check: bool = False) -> bool:
     """Whether a finished chunk of the store holds these ROIs.
 
     A listed request's fingerprint covers its spatials; a streamed one's cannot
-    (``"spatials": "streamed"``), so its chunks are checked one by one on resume.
+    (``"spatials": "streamed"``), so its chunks are checked one by one on resume
+    (``check``: also a listed request resuming a streamed one's store).
     """
-    if plan.spatials_in_fingerprint:
+    if plan.spatials_in_fingerprint and not check:
         return True
     import json
 
@@ -362,23 +405,40 @@ def _lazy_status(store_path: str, group: str) -> Any:
     return zarr.open_array(path, mode="r")
 
 
-def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
-    """Create (or, on resume, reuse) the working store; return the status columns to skip by."""
+def _prepare_store(plan: ExportPlan, store_path: str) -> tuple[list[Any], bool]:
+    """Create (or, on resume, reuse) the working store.
+
+    Returns the status columns to skip by, and whether finished chunks must
+    be checked ROI by ROI (the store was written by a streamed request).
+    """
     import zarr
 
     from rs_embed_dask.export.store import read_status
 
+    check_rois = False
     if os.path.exists(store_path):
         reuse = False
         if plan.config.resume:
             try:
                 attrs = dict(open_root(store_path).attrs).get("rs_embed_dask", {})
-                reuse = attrs.get("request_fingerprint") == plan.fingerprint
             except Exception:
-                reuse = False
-            if not reuse:
+                attrs = None
+            if isinstance(attrs, dict) and attrs:
+                what = "the zarr export" if plan.fmt == "zarr" else "the working store"
+                stored, current = attrs.get("resume_identity"), plan.identity
+                if isinstance(stored, dict) and ("spatials" in stored) != ("spatials" in current):
+                    # a listed request and a streamed one: the ROIs are compared chunk by chunk
+                    stored = {k: v for k, v in stored.items() if k != "spatials"}
+                    current = {k: v for k, v in current.items() if k != "spatials"}
+                    check_rois = True
+                check_resume_identity(
+                    stored, current, where=f"{what} {store_path!r}",
+                    stored_fingerprint=attrs.get("request_fingerprint"), fingerprint=plan.fingerprint,
+                )  # fmt: skip
+                reuse = True
+            else:
                 warnings.warn(
-                    f"The working store {store_path} was written by a different export request; starting fresh.",
+                    f"The working store {store_path} cannot be read (damaged or not an export); starting fresh.",
                     UserWarning,
                     stacklevel=4,
                 )
@@ -393,15 +453,15 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> list[Any]:
             # streamed: the arrays may hold 10**12 items (or were shrunk when a zarr export was
             # finalised): give them their unbounded capacity back and read statuses chunk by chunk
             resize_items(store_path, UNBOUNDED)
-            root = open_root(store_path, mode="r+")
-            root.attrs["rs_embed_dask"] = {**dict(root.attrs).get("rs_embed_dask", {}), "complete": False}
             statuses = [_lazy_status(store_path, g) for g in groups]
         else:
             statuses = [read_status(store_path, g) for g in groups]
+        root = open_root(store_path, mode="r+")  # a finished zarr export with failures is running again
+        root.attrs["rs_embed_dask"] = {**dict(root.attrs).get("rs_embed_dask", {}), "complete": False}
     else:
         root = zarr.open_group(store_path, mode="w")
         root.attrs["rs_embed_dask"] = _store_attrs(plan, complete=False, n_items=plan.n_items, manifest={})
-    return statuses
+    return statuses, check_rois
 
 
 def _store_attrs(plan: ExportPlan, *, complete: bool, n_items: int | None, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -414,6 +474,7 @@ def _store_attrs(plan: ExportPlan, *, complete: bool, n_items: int | None, manif
             "chunk_size": plan.config.effective_chunk_size,
             "complete": complete,
             "request_fingerprint": plan.fingerprint,
+            "resume_identity": plan.identity,
             "models": [{**s, "key": sanitize_key(s["name"])} for s in statics],
             "inputs": {k: {"owner": v.owner, "sensor": v.model.sensor, "users": list(v.users)} for k, v in plan.inputs.items()},
             "temporal": plan.temporal,
@@ -434,7 +495,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
     assert plan.out_file is not None
     os.makedirs(os.path.dirname(os.path.abspath(plan.out_file)), exist_ok=True)
     store_path = _work_store_path(plan)
-    statuses = _prepare_store(plan, store_path)
+    statuses, check_rois = _prepare_store(plan, store_path)
     capacity = plan.n_items if plan.n_items is not None else UNBOUNDED
     model_keys = {m.name: sanitize_key(m.name) for m in plan.models}
     progress = Progress(plan.n_items, enabled=cfg.show_progress, client=client, desc="export_batch[combined]")
@@ -443,7 +504,11 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
     def chunk_iter() -> Iterator[Any]:
         for start, block in _chunks(plan):
             counter["n"] = start + len(block)
-            if statuses and _chunk_done(statuses, start, len(block)) and _same_spatials(plan, store_path, start, block):
+            if (
+                statuses
+                and _chunk_done(statuses, start, len(block))
+                and _same_spatials(plan, store_path, start, block, check=check_rois)
+            ):
                 progress.skip(len(block))
                 continue
             yield start, block, None

@@ -37,18 +37,29 @@ Differences from rs-embed's loader (upstream quirks fixed):
 
 Tolerated: ``temporal.year`` holding a function repr (rs-embed range specs)
 is read as ``None``; ``+00:00Z`` timestamps parse (``ExportResult.created_at``).
+
+Verification (:mod:`rs_embed_dask.export.verify`; rs-embed's loader believes
+whatever it reads): manifests are type-checked and ``n_items`` is bounded by
+what the files hold before anything of that size is allocated; the members,
+zarr arrays and chunks, and per-item files the manifests promise must exist
+with ``n_items`` rows (a per-item folder written by this package names its
+items in ``_rs_embed_dask_export.json``); statuses must agree with the arrays.
+A damaged export raises :class:`~rs_embed_dask.core.errors.ExportIntegrityError`
+naming the file and the problem, also for bytes that fail to decode when an
+array is read (truncated archives, zlib or zstd errors).  With
+``strict=False`` the damage is a warning and the items concerned are loaded
+as failed (NaN rows, error text ``"damaged export: ..."``).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from rs_embed_dask.core.errors import ExportIntegrityError
 from rs_embed_dask.export.load_io import (
     F32,
     clean_temporal,
@@ -61,7 +72,6 @@ from rs_embed_dask.export.load_io import (
     realign_rows,
     stack_rows,
     summarize_statuses,
-    warn_load,
     warn_ragged,
 )
 from rs_embed_dask.export.results import (
@@ -70,19 +80,31 @@ from rs_embed_dask.export.results import (
     ExportResult,
     ModelResult,
 )
+from rs_embed_dask.export.verify import (
+    Damage,
+    check_combined_manifest,
+    check_n_items,
+    load_manifest_json,
+)
 from rs_embed_dask.serialization import sanitize_key
 
 __all__ = ["load_export"]
 
 
-def load_export(path: str | os.PathLike[str]) -> ExportResult:
-    """Load an export written by ``export_batch`` (ours or rs-embed's).
+def load_export(path: str | os.PathLike[str], *, strict: bool = True) -> ExportResult:
+    """Load an export written by ``export_batch`` (ours or rs-embed's), verifying it.
 
     Parameters
     ----------
     path : str or path-like
         A combined ``.npz`` / ``.nc`` / ``.json`` file, a per-item folder or
         a ``.zarr`` store.
+    strict : bool, default True
+        ``True``: a damaged export raises :class:`ExportIntegrityError`.
+        ``False``: load what is intact; the damaged items are marked failed
+        (a warning says what is damaged).  A manifest that cannot be
+        trusted at all (wrong types, an impossible ``n_items``) raises in
+        both modes.
 
     Returns
     -------
@@ -92,19 +114,51 @@ def load_export(path: str | os.PathLike[str]) -> ExportResult:
     Raises
     ------
     FileNotFoundError
-        ``path`` (or the file paired with it) does not exist.
+        ``path`` (or the file paired with it) does not exist; the message
+        names an unfinished export's working store when there is one.
+    ExportIntegrityError
+        The export is damaged: a member, chunk or file its manifest promises
+        is missing, short or undecodable, or the manifest is malformed.  A
+        ``ValueError`` subclass.
     ValueError
-        The path exists but is not an export (unknown extension, unreadable
-        manifest, no per-item files, two files claiming one item ...).
+        The path exists but is not an export (unknown extension, no per-item
+        files, two files claiming one item ...).
     """
     p = os.fspath(path)
     if not os.path.exists(p):
-        raise FileNotFoundError(f"Export path does not exist: {p!r}")
+        raise FileNotFoundError(_missing_message(p))
     if os.path.isdir(p):
-        return _load_zarr(p) if _is_zarr_store(p) else _load_per_item(p)
+        return _load_zarr(p, strict) if _is_zarr_store(p) else _load_per_item(p, strict)
     if os.path.basename(p) == "zarr.json" and _is_zarr_store(os.path.dirname(p) or "."):
-        return _load_zarr(os.path.dirname(p) or ".")
-    return _load_combined(p)
+        return _load_zarr(os.path.dirname(p) or ".", strict)
+    return _load_combined(p, strict)
+
+
+def _missing_message(p: str) -> str:
+    """``Export path does not exist``, plus what is there instead when an export did not finish."""
+    msg = f"Export path does not exist: {p!r}"
+    store = p + ".work.zarr"
+    if not os.path.isdir(store):
+        return msg
+    done = ""
+    try:
+        from rs_embed_dask.export.store import open_root
+
+        info = dict(open_root(store).attrs).get("rs_embed_dask", {})
+        n = info.get("n_items")
+        if isinstance(n, int):
+            from rs_embed_dask.export.load_zarr import store_progress
+
+            done = f" ({store_progress(store, info, n)})"
+    except Exception:  # an unreadable store: say it is there all the same
+        done = ""
+    return (
+        f"{msg}. The export did not finish: its working store {store!r} is beside it{done}. "
+        "A strict run (continue_on_error=False) stops at the first failure and a killed client stops "
+        "anywhere; both keep the finished chunks there. Run the same export_batch call again with "
+        "ExportConfig(resume=True) to compute only what is missing (add continue_on_error=True to record "
+        f"failures instead of stopping), or inspect what is done with load_export({store!r})."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -112,10 +166,16 @@ def load_export(path: str | os.PathLike[str]) -> ExportResult:
 # ---------------------------------------------------------------------------
 
 
-def _load_zarr(p: str) -> ExportResult:
+def _load_per_item(p: str, strict: bool = True) -> ExportResult:
+    from rs_embed_dask.export.load_items import load_per_item
+
+    return load_per_item(p, strict=strict)
+
+
+def _load_zarr(p: str, strict: bool = True) -> ExportResult:
     from rs_embed_dask.export.load_zarr import load_zarr_store
 
-    return load_zarr_store(p)
+    return load_zarr_store(p, strict=strict)
 
 
 def _is_zarr_store(p: str) -> bool:
@@ -124,17 +184,6 @@ def _is_zarr_store(p: str) -> bool:
         or os.path.exists(os.path.join(p, ".zgroup"))
         or p.rstrip("/\\").endswith(".zarr")
     )
-
-
-def _load_json(json_path: str) -> dict[str, Any]:
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Failed to load manifest {json_path!r}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"Manifest {json_path!r} is not a JSON object.")
-    return data
 
 
 # ---------------------------------------------------------------------------
@@ -187,47 +236,75 @@ def _resolve_combined(path: str) -> tuple[str, str, str]:
     return path, json_path, fmt
 
 
-def _combined_ref(ref: Any, src: _Source, default: str, n: int, what: str, model: str) -> tuple[Any, dict]:
+def _all_rows(indices: Any, n: int) -> list[int]:
+    return [int(i) for i in indices if 0 <= int(i) < n] if isinstance(indices, list) else list(range(n))
+
+
+def _combined_ref(
+    ref: Any, src: _Source, default: str, n: int, what: str, model: str, damage: Damage
+) -> tuple[Any, dict, dict[int, str]]:
+    """The lazy array a manifest ref points to, its ragged items, and the damaged items' error text."""
     ref = ref if isinstance(ref, dict) else {}
-    key = ref.get("npz_key") or default
+    named = ref.get("npz_key")
+    key = named or default
     indices = ref.get("indices")
+    label = f"{what} of model {model!r}"
+    if named and key not in src.shapes:
+        text = damage.report(src.path, f"member {key!r} ({label}) named by the manifest is missing")
+        return None, {}, dict.fromkeys(_all_rows(indices, n), text)
     if key in src.shapes:
+        shape = src.shapes[key]
+        expect = len(indices) if isinstance(indices, list) else n
+        promised = "entries of its 'indices'" if isinstance(indices, list) else "n_items"
+        problem = None
+        if not shape or shape[0] != expect:
+            problem = f"member {key!r} ({label}) has {shape[0] if shape else 0} rows; the manifest promises {expect} ({promised})"
+        elif isinstance(ref.get("shape"), list) and tuple(ref["shape"]) != shape:
+            problem = f"member {key!r} ({label}) has shape {list(shape)}; the manifest says {ref['shape']}"
+        if problem is not None:
+            return None, {}, dict.fromkeys(_all_rows(indices, n), damage.report(src.path, problem))
         arr = src.lazy(key)
-        if isinstance(indices, list) and len(src.shapes[key]) >= 1 and indices != list(range(n)):
+        if isinstance(indices, list) and indices != list(range(n)):
             idx = [int(i) for i in indices]
-            ok = len(idx) == arr.shape[0] and len(set(idx)) == len(idx) and all(0 <= i < n for i in idx)
-            if ok:
-                arr = realign_rows(arr, idx, n)  # fix (b)
-            else:
-                warn_load(f"{what} of model {model!r}: 'indices' do not match array {key!r}; not realigned.")
-        return arr, {}
+            if not (len(set(idx)) == len(idx) and all(0 <= i < n for i in idx)):
+                text = damage.report(
+                    src.path, f"{label}: 'indices' of member {key!r} repeat or fall outside [0, {n})"
+                )
+                return None, {}, dict.fromkeys(_all_rows(indices, n), text)
+            arr = realign_rows(arr, idx, n)  # fix (b)
+        return arr, {}, {}
     keys = ref.get("npz_keys")
     if not (isinstance(keys, list) and keys):
-        return None, {}
+        return None, {}, {}
     rows: dict[int, str] = {}
+    bad: dict[int, str] = {}
     for j, k in enumerate(keys):
-        if not (isinstance(k, str) and k in src.shapes):
-            continue
         i = int(indices[j]) if isinstance(indices, list) and j < len(indices) else digits_index(k, j)
-        if 0 <= i < n:
-            rows[i] = k
+        if not (0 <= i < n):
+            continue
+        if k not in src.shapes:
+            bad[i] = damage.report(
+                src.path, f"member {k!r} ({label}, item {i}) named by the manifest is missing"
+            )
+            continue
+        rows[i] = k
     if not rows:
-        return None, {}
+        return None, {}, bad
     shapes = [src.shapes[k] for k in rows.values()]
     if len(set(shapes)) > 1:
         warn_ragged(what, model, shapes)
-        return None, {i: src.lazy(k) for i, k in rows.items()}
+        return None, {i: src.lazy(k) for i, k in rows.items()}, bad
     shape, keyed = shapes[0], [rows.get(i) for i in range(n)]
     if src.fmt == "npz":  # one task per group of keys, each opening the archive once
         reader = functools.partial(read_npz_rows, src.path)
-        return stack_rows(keyed, shape, (src.path, src.mtime, tuple(keyed)), reader), {}
+        return stack_rows(keyed, shape, (src.path, src.mtime, tuple(keyed)), reader), {}, bad
     import dask.array as da
 
     fill = da.full(shape, np.nan, dtype=F32)
-    return da.stack([fill if k is None else src.lazy(k) for k in keyed]), {}
+    return da.stack([fill if k is None else src.lazy(k) for k in keyed]), {}, bad
 
 
-def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) -> ModelResult:
+def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict, damage: Damage) -> ModelResult:
     name = str(entry.get("model", ""))
     status = str(entry.get("status", "failed"))
     key = sanitize_key(name)
@@ -238,9 +315,15 @@ def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) ->
     error = entry.get("error") or None
     if error is None and status == "failed" and errors:
         error = errors[min(errors)]  # fix (a)
-    emb, emb_r = _combined_ref(entry.get("embeddings"), src, f"embeddings__{key}", n, "embeddings", name)
-    inp, inp_r = _combined_ref(entry.get("inputs"), src, f"inputs_bchw__{key}", n, "inputs", name)
+    emb, emb_r, emb_bad = _combined_ref(
+        entry.get("embeddings"), src, f"embeddings__{key}", n, "embeddings", name, damage
+    )
+    inp, inp_r, inp_bad = _combined_ref(
+        entry.get("inputs"), src, f"inputs_bchw__{key}", n, "inputs", name, damage
+    )
     raw_metas = entry.get("metas") or []
+    if not isinstance(raw_metas, list):
+        raw_metas = []
     meta = [
         m if isinstance(m, dict) else {}
         for m in (raw_metas[i] if i < len(raw_metas) else {} for i in range(n))
@@ -252,6 +335,14 @@ def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) ->
     if status == "failed" and not failed:
         codes[:] = ITEM_FAILED
     codes[sorted(failed)] = ITEM_FAILED
+    bad = {**inp_bad, **emb_bad}
+    if bad:  # strict=False: the damaged items are failed
+        codes[sorted(bad)] = ITEM_FAILED
+        errors = {**errors, **bad}
+        n_ok = int((codes == ITEM_OK).sum())
+        status = "failed" if n_ok == 0 else ("ok" if n_ok == n else "partial")
+        if status == "failed" and error is None:
+            error = bad[min(bad)]
     return ModelResult(
         name,
         status,
@@ -267,192 +358,50 @@ def _combined_model(entry: dict[str, Any], src: _Source, n: int, cache: dict) ->
     )
 
 
-def _load_combined(path: str) -> ExportResult:
+def _combined_n_items(manifest: dict[str, Any], spatials: Any, src: _Source, json_path: str) -> int:
+    """``n_items``, checked against what the manifest and the file hold before anything is allocated."""
+    if isinstance(spatials, list) and spatials:
+        n = check_n_items(manifest.get("n_items", len(spatials)), json_path, at_most=len(spatials),
+                          why="the manifest lists fewer spatials")  # fmt: skip
+        if n != len(spatials):
+            raise ExportIntegrityError(
+                json_path, f"'n_items' is {n} but the manifest lists {len(spatials)} spatials"
+            )
+        return n
+    rows = [s[0] for s in src.shapes.values() if s]
+    bound = max([*rows, len(src.shapes)])
+    return check_n_items(manifest.get("n_items", 0), json_path, at_most=bound,
+                         why="no array of the export holds that many rows")  # fmt: skip
+
+
+def _load_combined(path: str, strict: bool = True) -> ExportResult:
     arrays_path, json_path, fmt = _resolve_combined(path)
     if fmt == "zarr":
-        return _load_zarr(arrays_path)
-    manifest = _load_json(json_path)
+        return _load_zarr(arrays_path, strict)
+    manifest = load_manifest_json(json_path)
+    entries = check_combined_manifest(manifest, json_path)
     src = _Source(arrays_path, fmt)
-    spatials = list(manifest.get("spatials") or [])
-    n = int(manifest.get("n_items", len(spatials)) or 0)
+    raw_sp = manifest.get("spatials")
+    n = _combined_n_items(manifest, raw_sp, src, json_path)
+    spatials = list(raw_sp) if isinstance(raw_sp, list) else []
+    damage = Damage(strict)
     cache: dict[str, np.ndarray] = {}
     models: dict[str, ModelResult] = {}
-    for entry in manifest.get("models") or []:
-        if isinstance(entry, dict):
-            r = _combined_model(entry, src, n, cache)
-            models[r.name] = r
+    for entry in entries:
+        r = _combined_model(entry, src, n, cache, damage)
+        models[r.name] = r
+    status = str(manifest.get("status", "ok"))
+    if damage.problems:
+        status = summarize_statuses([m.status for m in models.values()])
     return ExportResult(
         layout="combined",
         spatials=spatials,
         temporal=clean_temporal(manifest.get("temporal")),
         n_items=n,
-        status=str(manifest.get("status", "ok")),
+        status=status,
         models=models,
         manifest=manifest,
         format=fmt,
         path=arrays_path,
         closers=[src.ds.close] if src.ds is not None else [],
-    )
-
-
-# ---------------------------------------------------------------------------
-# per-item folders
-# ---------------------------------------------------------------------------
-
-
-class _ItemFile:
-    """One per-item array file and its manifest; keys and shapes read on demand."""
-
-    def __init__(self, idx: int, path: str, fmt: str, base: str, manifest: dict[str, Any]) -> None:
-        self.idx, self.path, self.fmt, self.base, self.manifest = idx, path, fmt, base, manifest
-        listed = manifest.get("npz_keys" if fmt == "npz" else "nc_variables")
-        self._keys = set(map(str, listed)) if isinstance(listed, list) else None
-        self._shapes: dict[str, tuple[int, ...]] | None = None
-
-    def _read_shapes(self) -> dict[str, tuple[int, ...]]:
-        if self._shapes is None:
-            if self.fmt == "npz":
-                self._shapes = {k: s for k, (s, _) in npz_headers(self.path).items()}
-            else:
-                with open_nc(self.path) as ds:
-                    self._shapes = {str(k): tuple(ds[k].shape) for k in ds.data_vars}
-        return self._shapes
-
-    def has(self, key: str) -> bool:
-        return key in (self._keys if self._keys is not None else self._read_shapes())
-
-    def shape(self, key: str, ref: Any) -> tuple[int, ...]:
-        if isinstance(ref, dict) and ref.get("npz_key") == key and isinstance(ref.get("shape"), list):
-            return tuple(int(s) for s in ref["shape"])
-        return self._read_shapes()[key]
-
-    def reader(self, key: str) -> Callable[[], np.ndarray]:
-        return functools.partial(read_array, self.path, self.fmt, key)
-
-
-def _discover(directory: str) -> list[_ItemFile]:
-    found = []
-    for fname in sorted(os.listdir(directory)):
-        base, ext = os.path.splitext(fname)
-        ext = ext.lower()
-        if ext in (".npz", ".nc", ".netcdf") and os.path.exists(os.path.join(directory, base + ".json")):
-            found.append((os.path.join(directory, fname), "npz" if ext == ".npz" else "netcdf", base))
-    if not found:
-        raise ValueError(
-            f"No per-item export files found in {directory!r}. Expected '<name>.npz' or '<name>.nc' "
-            "files with paired '.json' manifests."
-        )
-    files: list[_ItemFile] = []
-    claimed: dict[int, str] = {}
-    for arr_path, fmt, base in found:
-        manifest = _load_json(os.path.join(directory, base + ".json"))
-        idx = manifest.get("point_index")
-        if not (isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0):
-            idx = int(base[1:]) if base.startswith("p") and base[1:].isdigit() else None
-        if idx is None:
-            continue  # not a point file (e.g. a combined export in the same folder)
-        if idx in claimed:
-            raise ValueError(
-                f"Per-item files {claimed[idx]!r} and {os.path.basename(arr_path)!r} both claim "
-                f"point_index={idx}; refusing to overwrite a row. Remove the stale file or separate the exports."
-            )
-        claimed[idx] = os.path.basename(arr_path)
-        files.append(_ItemFile(idx, arr_path, fmt, base, manifest))
-    if not files:
-        raise ValueError(
-            f"No per-item point files found in {directory!r}. Point files carry a 'point_index' in their "
-            ".json manifest (or use the default 'p<index>' naming)."
-        )
-    return sorted(files, key=lambda f: f.idx)
-
-
-def _per_item_array(
-    rows: dict[int, tuple[_ItemFile, str, Any]], n: int, what: str, model: str, token: Any
-) -> tuple[Any, dict[int, Any]]:
-    if not rows:
-        return None, {}
-    shapes = {i: f.shape(k, ref) for i, (f, k, ref) in rows.items()}
-    if len(set(shapes.values())) > 1:
-        warn_ragged(what, model, shapes.values())  # fix (d)
-        return None, {i: lazy_array(f.reader(k), shapes[i], (token, i)) for i, (f, k, _) in rows.items()}
-    shape = next(iter(shapes.values()))
-    readers = [rows[i][0].reader(rows[i][1]) if i in rows else None for i in range(n)]
-    # named by (file, key) pairs: models sharing a deduplicated input share one array and cache
-    return stack_rows(readers, shape, (token, tuple((i, rows[i][1]) for i in sorted(rows)))), {}
-
-
-def _load_per_item(directory: str) -> ExportResult:
-    files = _discover(directory)
-    n = files[-1].idx + 1
-    spatials: list[dict[str, Any]] = [{} for _ in range(n)]
-    names = [""] * n
-    acc: dict[str, dict[str, Any]] = {}
-    for f in files:
-        sp = f.manifest.get("spatial")
-        spatials[f.idx] = sp if isinstance(sp, dict) else {}
-        names[f.idx] = f.base
-        for entry in f.manifest.get("models") or []:
-            name = str(entry.get("model", "")) if isinstance(entry, dict) else ""
-            if not name:
-                continue
-            key = sanitize_key(name)
-            a = acc.setdefault(
-                name,
-                {
-                    "emb": {},
-                    "inp": {},
-                    "meta": [{} for _ in range(n)],
-                    "codes": np.zeros(n, np.int8),
-                    "errors": {},
-                },
-            )
-            st = str(entry.get("status", "failed"))
-            a["codes"][f.idx] = ITEM_OK if st == "ok" else ITEM_FAILED
-            if st != "ok":
-                a["errors"][f.idx] = str(entry.get("error") or "")
-            for slot, ref_name, default in (
-                ("emb", "embedding", f"embedding__{key}"),
-                ("inp", "input", f"input_chw__{key}"),
-            ):
-                ref = entry.get(ref_name)
-                k = (ref.get("npz_key") if isinstance(ref, dict) else None) or default
-                if f.has(k):
-                    a[slot][f.idx] = (f, k, ref)
-            m = entry.get("meta")
-            a["meta"][f.idx] = m if isinstance(m, dict) else {}
-    cache: dict[str, np.ndarray] = {}
-    models: dict[str, ModelResult] = {}
-    stamp = (os.path.abspath(directory), tuple(os.path.getmtime(f.path) for f in files))
-    for name, a in acc.items():
-        codes = a["codes"]
-        n_ok, n_failed = int((codes == ITEM_OK).sum()), int((codes == ITEM_FAILED).sum())
-        status = "failed" if n_ok == 0 else ("ok" if n_failed == 0 and n_ok == n else "partial")  # fix (e)
-        emb, emb_r = _per_item_array(a["emb"], n, "embeddings", name, stamp)
-        inp, inp_r = _per_item_array(a["inp"], n, "inputs", name, stamp)
-        first_err = next((e for _, e in sorted(a["errors"].items()) if e), None)
-        models[name] = ModelResult(
-            name,
-            status,
-            None if status == "failed" else emb,
-            inp,
-            a["meta"],
-            first_err if status == "failed" else None,
-            errors={i: e for i, e in a["errors"].items() if e},
-            item_status=codes,
-            embeddings_ragged={} if status == "failed" else emb_r,
-            inputs_ragged=inp_r,
-            cache=cache,
-        )
-    fmts = {f.fmt for f in files}
-    return ExportResult(
-        layout="per_item",
-        spatials=spatials,
-        temporal=clean_temporal(files[0].manifest.get("temporal")),
-        n_items=n,
-        status=summarize_statuses([m.status for m in models.values()]),  # fix (c)
-        models=models,
-        manifest=files[0].manifest,
-        format=fmts.pop() if len(fmts) == 1 else "mixed",
-        path=directory,
-        item_names=names,
     )

@@ -84,26 +84,40 @@ def open_nc(path: str, **kw: Any) -> Any:
     """Open a NetCDF file with xarray, trying netCDF4, then h5netcdf, then xarray's default."""
     import xarray as xr
 
+    from rs_embed_dask.core.errors import ExportIntegrityError
+
     err: Exception | None = None
     for eng in nc_engines():
         try:
             return xr.open_dataset(path, engine=eng, **kw)
         except Exception as exc:  # try the next engine
             err = exc
-    raise ValueError(f"Cannot open NetCDF file {path!r}: {err}") from err
+    if isinstance(err, FileNotFoundError):
+        raise ExportIntegrityError(path, f"the NetCDF file is missing ({err})") from err
+    raise ExportIntegrityError(path, f"cannot open the NetCDF file (truncated or damaged?): {err!r}") from err
 
 
 def read_array(path: str, fmt: str, key: str) -> np.ndarray:
-    """Read one array of an ``.npz`` / NetCDF file as float32."""
-    if fmt == "npz":
-        with np.load(path, allow_pickle=False) as z:
-            return np.asarray(z[key], dtype=F32)
-    with open_nc(path) as ds:
-        return np.asarray(ds[key].values, dtype=F32)
+    """Read one array of an ``.npz`` / NetCDF file as float32 (:class:`ExportIntegrityError` when it cannot be)."""
+    from rs_embed_dask.export.verify import reading
+
+    with reading(path, f"member {key!r}"):
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                return np.asarray(z[key], dtype=F32)
+        with open_nc(path) as ds:
+            return np.asarray(ds[key].values, dtype=F32)
 
 
 def npz_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every member of an ``.npz``, from the ``.npy`` headers only."""
+    from rs_embed_dask.export.verify import reading
+
+    with reading(path, "the NPZ archive"):
+        return _npz_headers(path)
+
+
+def _npz_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     fmt = np.lib.format
     out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     with zipfile.ZipFile(path) as zf:
@@ -136,25 +150,36 @@ def lazy_array(reader: Callable[[], np.ndarray], shape: tuple[int, ...], token: 
 
 def read_rows(readers: Sequence[Callable[[], np.ndarray] | None], shape: tuple[int, ...]) -> np.ndarray:
     """Call each reader (NaN row where ``None``) and check its shape."""
+    from rs_embed_dask.core.errors import ExportIntegrityError
+
     out = np.full((len(readers), *shape), np.nan, dtype=F32)
     for i, r in enumerate(readers):
         if r is not None:
             a = r()
             if a.shape != shape:
-                raise ValueError(f"item array has shape {a.shape}, the manifest says {shape}")
+                args: tuple[Any, ...] = tuple(getattr(r, "args", ()))
+                where = str(args[0]) if args else "a per-item file"
+                what = f"member {args[2]!r}" if len(args) > 2 else "an item array"
+                raise ExportIntegrityError(where, f"{what} has shape {a.shape}, the manifest says {shape}")
             out[i] = a
     return out
 
 
 def read_npz_rows(path: str, keys: Sequence[str | None], shape: tuple[int, ...]) -> np.ndarray:
     """Rows ``keys`` of one ``.npz`` (NaN where ``None``), opening the archive once."""
+    from rs_embed_dask.core.errors import ExportIntegrityError
+    from rs_embed_dask.export.verify import reading
+
     out = np.full((len(keys), *shape), np.nan, dtype=F32)
-    with np.load(path, allow_pickle=False) as z:
+    with (
+        reading(path, f"members {[k for k in keys if k is not None][:3]}..."),
+        np.load(path, allow_pickle=False) as z,
+    ):
         for i, k in enumerate(keys):
             if k is not None:
                 a = np.asarray(z[k], dtype=F32)
                 if a.shape != shape:
-                    raise ValueError(f"array {k!r} has shape {a.shape}, expected {shape}")
+                    raise ExportIntegrityError(path, f"member {k!r} has shape {a.shape}, expected {shape}")
                 out[i] = a
     return out
 

@@ -24,6 +24,14 @@ does, else ``partial``; a failed model's ``error`` is its first item error.
 A store whose ``complete`` flag is false has status ``"running"``; when its
 item count is not known yet, it is taken from the written ``spatials`` chunks
 (rounded up to whole chunks; the unwritten rows have status 0).
+
+Verified on opening (zarr returns the fill value for a chunk that is not on
+disk, so a lost chunk would read as NaN rows of an ``ok`` item): the
+attributes' types, ``n_items`` against the ``spatials`` array, the presence
+of the embeddings / input arrays and of every chunk that holds an ``ok`` item
+(and, for a finished store, every status chunk).  Damage raises
+:class:`~rs_embed_dask.core.errors.ExportIntegrityError`, or with
+``strict=False`` marks the items concerned failed.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_dask.core.errors import ExportIntegrityError
 from rs_embed_dask.export.load_io import F32, clean_temporal, summarize_statuses, warn_load
 from rs_embed_dask.export.results import (
     ITEM_FAILED,
@@ -43,9 +52,10 @@ from rs_embed_dask.export.results import (
     LazyJSONList,
     ModelResult,
 )
+from rs_embed_dask.export.verify import Damage, check_n_items, reading, zarr_chunk_indices
 from rs_embed_dask.serialization import sanitize_key
 
-__all__ = ["load_zarr_store"]
+__all__ = ["load_zarr_store", "store_progress"]
 
 
 class _ZarrRows:
@@ -60,11 +70,13 @@ class _ZarrRows:
         return {**self.__dict__, "_arr": None}
 
     def __getitem__(self, sel: Any) -> np.ndarray:
-        if self._arr is None:
-            import zarr
+        path = os.path.join(self.store, *self.component.split("/"))
+        with reading(path, f"array {self.component!r}"):
+            if self._arr is None:
+                import zarr
 
-            self._arr = zarr.open_array(os.path.join(self.store, *self.component.split("/")), mode="r")
-        return np.asarray(self._arr[sel])
+                self._arr = zarr.open_array(path, mode="r")
+            return np.asarray(self._arr[sel])
 
 
 def _zarr_dask(store: str, group: Any, component: str, n: int | None = None) -> Any:
@@ -96,13 +108,16 @@ def _zarr_n_items(p: str, g: Any, info: dict[str, Any]) -> int:
 class _LazyErrors(Mapping):
     """Error text of failed items, read from a zarr column on access."""
 
-    def __init__(self, column: Any, failed: np.ndarray) -> None:
+    def __init__(self, column: Any, failed: np.ndarray, extra: Mapping[int, str] | None = None) -> None:
         self._col, self._failed = column, [int(i) for i in failed]
         self._set = set(self._failed)
+        self._extra = dict(extra or {})
 
     def __getitem__(self, i: int) -> str:
         if i not in self._set:
             raise KeyError(i)
+        if i in self._extra:
+            return self._extra[i]
         return str(self._col[i]) if self._col is not None else ""
 
     def __iter__(self) -> Iterator[int]:
@@ -122,11 +137,68 @@ def _zarr_ragged(p: str, g: Any, grp: str) -> dict[int, Any]:
     }
 
 
-def _zarr_model(p: str, g: Any, m: dict[str, Any], n: int, entries: dict, cache: dict) -> ModelResult:
+def _missing_chunks(p: str, g: Any, component: str, rows: np.ndarray) -> np.ndarray:
+    """The ``rows`` whose chunk of array ``component`` is not on disk."""
+    if rows.size == 0:
+        return rows
+    present = zarr_chunk_indices(os.path.join(p, *component.split("/")))
+    if present is None:
+        return rows[:0]
+    step = int(g[component].chunks[0])
+    return rows[~np.isin(rows // step, np.fromiter(present, dtype=np.int64, count=len(present)))]
+
+
+def _check_rows(
+    p: str, g: Any, grp: str, data: str, codes: np.ndarray, complete: bool, damage: Damage
+) -> dict[int, str]:
+    """Damaged items of one group (a model or an input): missing arrays, chunks and ragged items."""
+    bad: dict[int, str] = {}
+    n = codes.shape[0]
+    if complete and f"{grp}/status" in g:
+        for i in _missing_chunks(p, g, f"{grp}/status", np.arange(n)):
+            bad.setdefault(int(i), "")
+    if bad:
+        text = damage.report(os.path.join(p, *grp.split("/"), "status"),
+                             f"status chunks of {len(bad)} items are missing")  # fmt: skip
+        bad = dict.fromkeys(bad, text)
+    dense = np.flatnonzero(codes == ITEM_OK)
+    if dense.size and f"{grp}/{data}" not in g:
+        text = damage.report(os.path.join(p, *grp.split("/"), data, "zarr.json"),
+                             f"the array is missing but {dense.size} items are ok")  # fmt: skip
+        return {**bad, **dict.fromkeys((int(i) for i in dense), text)}
+    lost = _missing_chunks(p, g, f"{grp}/{data}", dense)
+    if lost.size:
+        step = int(g[f"{grp}/{data}"].chunks[0])
+        text = damage.report(os.path.join(p, *grp.split("/"), data),
+                             f"chunks {sorted({int(i) // step for i in lost})[:10]} are missing; they hold "
+                             f"{lost.size} ok items (read back as NaN)")  # fmt: skip
+        bad.update(dict.fromkeys((int(i) for i in lost), text))
+    ragged = np.flatnonzero(codes == ITEM_RAGGED)
+    have = {int(k) for k in g[f"{grp}/ragged"]} if ragged.size and f"{grp}/ragged" in g else set()
+    for i in ragged:
+        if int(i) not in have:
+            bad[int(i)] = damage.report(os.path.join(p, *grp.split("/"), "ragged", str(int(i))),
+                                        f"item {int(i)} is ok but its array is missing")  # fmt: skip
+    return bad
+
+
+def _zarr_model(
+    p: str, g: Any, m: dict[str, Any], n: int, entries: dict, cache: dict, damage: Damage, complete: bool,
+    input_bad: Mapping[str, dict[int, str]],
+) -> ModelResult:  # fmt: skip
     name = str(m.get("name"))
     grp = f"models/{m.get('key') or sanitize_key(name)}"
     has = {c: f"{grp}/{c}" in g for c in ("status", "error", "meta", "embeddings")}
     codes = np.asarray(g[f"{grp}/status"][:n], dtype=np.int8) if has["status"] else np.zeros(n, np.int8)
+    bad: dict[int, str] = {}
+    if has["status"]:
+        bad = _check_rows(p, g, grp, "embeddings", codes, complete, damage)
+    bad = {**input_bad.get(str(m.get("input_key") or ""), {}), **bad}
+    if bad:  # strict=False: damaged items are failed
+        codes = codes.copy()
+        codes[sorted(bad)] = ITEM_FAILED
+        if not has["status"]:
+            has["status"] = True
     ok = np.isin(codes, (ITEM_OK, ITEM_RAGGED))
     if not has["status"] and isinstance(entries.get(name), dict):
         status = str(entries[name].get("status", "failed"))
@@ -134,7 +206,7 @@ def _zarr_model(p: str, g: Any, m: dict[str, Any], n: int, entries: dict, cache:
         status = "ok" if ok.all() else ("failed" if not ok.any() else "partial")
     failed = np.flatnonzero(codes == ITEM_FAILED)
     err_col = g[f"{grp}/error"] if has["error"] else None
-    errors = _LazyErrors(err_col, failed)
+    errors = _LazyErrors(err_col, failed, bad)
     error = (errors[int(failed[0])] or None) if status == "failed" and len(failed) else None
     if status == "failed" and error is None:
         error = (entries.get(name) or {}).get("error") or "every item failed or was not computed"
@@ -168,13 +240,44 @@ def _zarr_model(p: str, g: Any, m: dict[str, Any], n: int, entries: dict, cache:
     )
 
 
-def load_zarr_store(p: str) -> ExportResult:
-    """Open an rs_embed_dask zarr export lazily.
+def store_progress(p: str, info: Mapping[str, Any], n: int) -> str:
+    """``"<k> of <n> items done"`` for a working store (every model's status counted)."""
+    import zarr
+
+    g: Any = zarr.open_group(p, mode="r")
+    done = np.ones(n, dtype=bool)
+    seen = False
+    for m in info.get("models") or []:
+        grp = f"models/{m.get('key') or sanitize_key(str(m.get('name')))}/status"
+        if isinstance(m, dict) and grp in g:
+            done &= np.isin(np.asarray(g[grp][:n]), (ITEM_OK, ITEM_RAGGED))
+            seen = True
+    return f"{int(done.sum()) if seen else 0} of {n} items done"
+
+
+def _check_info(p: str, g: Any, info: dict[str, Any]) -> None:
+    where = os.path.join(p, "zarr.json")
+    models = info.get("models", [])
+    if not isinstance(models, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("name"), str) for m in models
+    ):
+        raise ExportIntegrityError(
+            where, "attribute 'rs_embed_dask.models' must be a list of {name, key, ...} objects"
+        )
+    if info.get("n_items") is not None and "spatials" in g:
+        check_n_items(info["n_items"], where, at_most=int(g["spatials"].shape[0]),
+                      why="the 'spatials' array holds fewer rows")  # fmt: skip
+
+
+def load_zarr_store(p: str, *, strict: bool = True) -> ExportResult:
+    """Open an rs_embed_dask zarr export lazily, verifying it.
 
     Parameters
     ----------
     p : str
         The store folder.
+    strict : bool, default True
+        ``False``: damaged items are loaded as failed instead of raising.
 
     Returns
     -------
@@ -183,6 +286,8 @@ def load_zarr_store(p: str) -> ExportResult:
 
     Raises
     ------
+    ExportIntegrityError
+        The store is damaged (``strict=True``), or its attributes are malformed.
     ValueError
         The folder is not a zarr store or has no ``rs_embed_dask`` attribute.
     """
@@ -197,14 +302,26 @@ def load_zarr_store(p: str) -> ExportResult:
         raise ValueError(
             f"{p!r} is a zarr store but not an rs_embed_dask export (no 'rs_embed_dask' attribute)."
         )
+    _check_info(p, g, info)
     n = _zarr_n_items(p, g, info)
     raw_manifest = info.get("manifest")
     manifest: dict[str, Any] = raw_manifest if isinstance(raw_manifest, dict) else {}
     entries = {e.get("model"): e for e in manifest.get("models") or [] if isinstance(e, dict)}
+    damage = Damage(strict)
+    complete = bool(info.get("complete", True))
+    input_bad: dict[str, dict[int, str]] = {}
+    for ikey in {str(m.get("input_key")) for m in info.get("models") or [] if m.get("input_key")}:
+        igrp = f"inputs/{ikey}"
+        if f"{igrp}/status" in g:
+            status_arr: Any = g[f"{igrp}/status"]
+            icodes = np.asarray(status_arr[:n], dtype=np.int8)
+            input_bad[ikey] = _check_rows(p, g, igrp, "data", icodes, complete, damage)
+    if complete and "spatials" not in g and n:
+        damage.report(os.path.join(p, "spatials"), "the array of the ROIs is missing")
     cache: dict[str, np.ndarray] = {}
     models: dict[str, ModelResult] = {}
     for m in info.get("models") or []:
-        r = _zarr_model(p, g, m, n, entries, cache)
+        r = _zarr_model(p, g, m, n, entries, cache, damage, complete, input_bad)
         models[r.name] = r
     spatials: Sequence[dict[str, Any]] = (
         LazyJSONList(_ZarrRows(p, "spatials", (n,), str)) if "spatials" in g else [{} for _ in range(n)]

@@ -5,6 +5,10 @@ arrays over the store), so memory stays at about one chunk whatever the size
 of the export.  An NPZ's dense members are assembled from the parts the write
 tasks deflated while the export ran (:mod:`rs_embed_dask.export.npz_parts`),
 so finishing copies compressed bytes instead of compressing them.
+
+The working store is removed once the file is written, unless some items
+failed: then it stays beside the file so that ``resume=True`` retries only
+the failed items (rs-embed reruns failed work on resume).
 """
 
 from __future__ import annotations
@@ -241,6 +245,8 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
         write_npz_from_parts(plan.out_file, arrays, parts)
     if man.get("manifest_path"):
         write_json(man["manifest_path"], man)
-    shutil.rmtree(store_path, ignore_errors=True)
-    shutil.rmtree(parts_dir(store_path), ignore_errors=True)
+    if man.get("status") == "ok":
+        shutil.rmtree(store_path, ignore_errors=True)
+        shutil.rmtree(parts_dir(store_path), ignore_errors=True)
+    # else the store stays beside the file: resume=True retries only the failed items from it
     return man

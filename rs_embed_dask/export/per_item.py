@@ -2,7 +2,8 @@
 
 Resume follows rs-embed's rule: a ROI is skipped when its array file exists
 and its sidecar JSON carries the same request fingerprint (or, with
-``save_manifest=False``, when the array file exists).
+``save_manifest=False``, when the array file exists); a ROI whose sidecar
+says it failed (``status`` not ``ok``) is retried.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def item_done(out_dir: str, name: str, fmt: str, fingerprint: str, save_manifest
         return None
     if not isinstance(man, dict) or man.get("request_fingerprint") != fingerprint:
         return None
+    if man.get("status") != "ok":
+        return None  # failed or partial: retried, as rs-embed reruns failed work
     return man
 
 

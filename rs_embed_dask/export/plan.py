@@ -66,6 +66,8 @@ class ExportPlan:
     fingerprint_base: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     plugins: dict[str, Any] = field(default_factory=dict)
+    #: what a resume must match (set by the engine: :func:`rs_embed_dask.export.identity.resume_identity`)
+    identity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spatials_in_fingerprint(self) -> bool:
@@ -230,8 +232,15 @@ def build_plan(
             "ExportConfig(input_prep=...); pass it once."
         )
     prep_value = input_prep if input_prep is not None else config.input_prep
+    from rs_embed_dask.validation import args as _args
+
+    _args.check_common(
+        backend=backend, device=device, modality=modality,
+        provider_options=provider_options, per_model_sensors=per_model_sensors,
+    )  # fmt: skip
+    _args.check_names(names)
     backend = (backend or "auto").strip().lower()
-    device = (device or "auto").strip().lower() or "auto"
+    device = _args.check_device(device)
     if fmt_override is not None:
         from dataclasses import replace
 
@@ -247,10 +256,13 @@ def build_plan(
         if len(set(target.names)) != len(target.names):
             dup = sorted({n for n in target.names if target.names.count(n) > 1})
             raise ModelError(f"target.names must be unique; duplicated: {dup[:10]}")
+        from rs_embed_dask.export.tidy import FOLDER_MANIFEST
         from rs_embed_dask.export.writers import check_item_name
 
         for nm in target.names:
             check_item_name(str(target.out_dir), nm)
+            if f"{nm}.json" == FOLDER_MANIFEST:
+                raise ModelError(f"Per-item name {nm!r} is reserved for the folder manifest; choose another name.")
     temporal = normalize_temporal(temporal)
     if not isinstance(output, OutputSpec):
         raise SpecError(f"output must be an OutputSpec; got {type(output).__name__}")
@@ -264,6 +276,7 @@ def build_plan(
             requests.append(m)
         else:
             raise ModelError("models entries must be strings or ExportModelRequest instances.")
+    _args.check_model_requests(requests)
     seen: dict[str, list[str]] = {}
     for r in requests:
         seen.setdefault(sanitize_key(r.name), []).append(r.name)
@@ -298,6 +311,18 @@ def build_plan(
 
         temporal = default_temporal(models_t[0].name)
     models_t = tuple(with_frames(m, temporal) for m in models_t)
+    # client-side checks of what workers would otherwise find: options, bands, duplicates, windows
+    from rs_embed_dask.validation.models import check_request_models
+    from rs_embed_dask.validation.rois import check_roi, check_rois, checked_stream, window_rules
+
+    check_request_models(models_t, provider_options)
+    rules = window_rules(models_t)
+    if isinstance(items, list):
+        check_rois(items, rules)
+    else:  # the first ROI now, the others as the engine reads them
+        first = next(items)
+        check_roi(first, rules, 0)
+        items = checked_stream(itertools.chain([first], items), rules)
     inputs: dict[str, InputSpec] = {}
     for m in models_t:
         key = m.input_key
@@ -319,6 +344,11 @@ def build_plan(
         save_embeddings=config.save_embeddings,
         input_prep=prep,
     )
+    # provider options that change the pixels (never runtime ones such as latency or failure
+    # injection) join rs-embed's fingerprint, which leaves them out; absent when there are none
+    from rs_embed_dask.export.identity import fingerprint_extras
+
+    base.update(fingerprint_extras(models_t, provider_options or {}))
     if target.layout == ExportLayout.COMBINED:
         if isinstance(items, list):
             fp = request_fingerprint({**base, "spatials": [jsonable(s) for s in items]})

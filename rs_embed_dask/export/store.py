@@ -97,7 +97,10 @@ def ensure_array(
                     dtype=dtype,
                     fill_value=fill_value,
                 )
-    return zarr.open_array(full, mode="r+")
+    # every written chunk goes to disk, even one that equals the fill value (NaN rows of a
+    # no-data product): load_export takes a missing chunk of an ok item for a lost one
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        return zarr.open_array(full, mode="r+")
 
 
 def write_column(
