@@ -34,6 +34,10 @@ from rs_embed_dask.resolve import (
     resolve_model,
     with_frames,
 )
+from rs_embed_dask.validation.args import check_common, check_device
+from rs_embed_dask.validation.models import check_request_models
+from rs_embed_dask.validation.preflight import check_device_available, preflight_providers
+from rs_embed_dask.validation.rois import check_rois, window_rules
 
 __all__ = ["EmbedRequest", "get_embedding", "get_embeddings_batch", "prepare_request", "run_request"]
 
@@ -98,12 +102,16 @@ def get_embedding(
 
     Raises
     ------
+    TypeError
+        ``backend``, ``device``, ``modality`` or ``provider_options`` of the wrong type (named).
     SpecError
-        Invalid spatial, temporal or output spec.
+        Invalid spatial, temporal or output spec; a ROI without a usable grid
+        window (antimeridian, beyond ±85.05°, over ``$RS_EMBED_MAX_WINDOW_PIXELS``);
+        a band the provider lacks; a provider option it does not declare.
     ModelError
-        Unknown model, unsupported option, or a failed fetch or forward pass.
+        Unknown model, unsupported option or device, or a failed fetch or forward pass.
     ProviderError
-        The provider could not be initialised.
+        The provider could not be initialised (e.g. credentials that do not authenticate).
 
     Examples
     --------
@@ -240,6 +248,8 @@ def prepare_request(
     ProviderError
         The named provider is not registered.
     """
+    check_common(backend=backend, device=device, modality=modality, provider_options=provider_options)
+    device = check_device(device)
     output = _check_output(output)
     rm = resolve_model(
         model,
@@ -250,6 +260,7 @@ def prepare_request(
         model_config=dict(model_kwargs) if model_kwargs else None,
         output_mode=output.mode,
     )
+    check_request_models((rm,), provider_options)  # provider options, bands
     return EmbedRequest(
         model=str(model),
         resolved=rm,
@@ -275,6 +286,8 @@ def run_request(req: EmbedRequest, rois: Sequence[Any], temporal: TemporalSpec |
         A fetch or the forward pass failed.
     """
     rm = req.resolved
+    check_rois(rois, window_rules([rm]))  # every grid window exists and fits, before any fetch
+    check_device_available(req.device)  # the model runs in this process
     if rm.is_precomputed:
         embedder = get_embedder(rm.canonical, rm.config_dict, req.device)
         return list(embedder.embed_spatials(rois, temporal=temporal, output=req.output, sensor=rm.sensor))
@@ -283,6 +296,7 @@ def run_request(req: EmbedRequest, rois: Sequence[Any], temporal: TemporalSpec |
     rm = with_frames(rm, temporal)
     # initialise the provider here so that set-up failures surface as ProviderError
     # (per-ROI fetch failures below become ModelError, as in rs-embed)
+    preflight_providers([rm.backend], req.provider_options)  # e.g. one authenticated Earth Engine call
     get_provider(rm.backend, req.provider_options)
 
     def _fetch(sp: Any) -> Any:
@@ -327,7 +341,8 @@ def _prepare_call(
     provider_options: Mapping[str, Any] | None,
     model_kwargs: dict[str, Any],
 ) -> tuple[EmbedRequest, list[Any], TemporalSpec | None]:
-    """rs-embed's check order: input_prep warning, ROIs, temporal, output, model."""
+    """rs-embed's check order: input_prep warning, ROIs, temporal, output, model (argument types first)."""
+    check_common(backend=backend, device=device, modality=modality, provider_options=provider_options)
     warn_managed_input_prep(model, input_prep, stacklevel=3)
     rois = [normalize_spatial(s) for s in spatials]
     temporal_n = normalize_temporal(temporal)

@@ -64,7 +64,7 @@ class _Err:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def __call__(self, path: str, msg: str, cls: type[RSEmbedError] = SpecError) -> RSEmbedError:
+    def __call__(self, path: str, msg: str, cls: type[Exception] = SpecError) -> Exception:
         where = f"{self.source}: {path}" if path else self.source
         return cls(f"{where}: {msg}")
 
@@ -478,6 +478,12 @@ def jobqueue_choice(err: Any, config: Any, scale: Any, adapt: Any, base: Path) -
         bounds[k] = (int(b[0]), int(b[1]))
     if not scale_d and not bounds:
         raise err("cluster.jobqueue", f"give cluster.scale or cluster.adapt for the pools {pools}.")
+    from rs_embed_dask.cluster.jobqueue import check_scheduler_tools
+
+    try:
+        check_scheduler_tools(cfg)  # no sbatch here: refused now, not after a 600 s wait for workers
+    except RSEmbedError as exc:
+        raise err("cluster.jobqueue", str(exc)) from exc
     return ClusterChoice(kind="jobqueue", address=cfg.path, scale=scale_d, adapt=bounds)
 
 
@@ -562,10 +568,16 @@ def _check_request(err: _Err, job: ExportJob) -> None:
     for i, m in enumerate(job.models):
         try:
             build_plan(**{**kwargs, "models": [m]})
-        except RSEmbedError as exc:
+        except (RSEmbedError, TypeError) as exc:
             raise err(f"models[{i}]", str(exc), type(exc)) from exc
     try:
-        build_plan(**kwargs)
+        plan = build_plan(**kwargs)
+    except (RSEmbedError, TypeError) as exc:
+        raise err("", str(exc), type(exc)) from exc
+    from rs_embed_dask.validation.preflight import preflight_export
+
+    try:  # target, weights, credentials; the device only where the workers run here
+        preflight_export(plan, local=job.cluster.kind == "local")
     except RSEmbedError as exc:
         raise err("", str(exc), type(exc)) from exc
 

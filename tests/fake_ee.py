@@ -273,6 +273,9 @@ class FakeEarthEngine:
         HTTP statuses the next computePixels calls fail with, in order.
     seed : int
         Seed of the synthetic world.
+    revoked : bool
+        ``ee.Initialize`` succeeds but every request is refused with HTTP 401
+        (a revoked key, expired credentials), as the service answers then.
     """
 
     def __init__(
@@ -285,8 +288,10 @@ class FakeEarthEngine:
         masked: Callable[[GridWindow], np.ndarray] | None = None,
         fail: list[int] | None = None,
         seed: int = 0,
+        revoked: bool = False,
     ) -> None:
         self.authenticated = authenticated
+        self.revoked = revoked
         self.latency_s = latency_s
         self.state_dir = state_dir
         self.empty = empty
@@ -421,6 +426,8 @@ class FakeEarthEngine:
 
         encoded = ee.serializer.encode(obj, for_cloud_api=True)
         self.value_requests.append({"expression": encoded})
+        if self.revoked:
+            raise self.http_error(401, "Request had invalid authentication credentials.")
         try:
             val = _Interpreter(encoded).run()
         except EEError as exc:
@@ -438,6 +445,8 @@ class FakeEarthEngine:
     def compute_pixels(self, params: dict[str, Any]) -> np.ndarray:
         import ee
 
+        if self.revoked:
+            raise self.http_error(401, "Request had invalid authentication credentials.")
         self._counter(+1)
         try:
             if self.latency_s:
@@ -550,11 +559,19 @@ def fake_ee_cluster(state_dir: str, *, threads_per_worker: int, latency_s: float
     from distributed import Client, LocalCluster
 
     os.mkdir(state_dir)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0"
-        ) as lc,
-        Client(lc, set_as_default=False) as client,
-    ):
-        client.register_plugin(FakeEEWorkerPlugin(state_dir=state_dir, latency_s=latency_s))
-        yield client
+    # the client authenticates too (the export's pre-flight check): same fake, not counted in state_dir
+    client_side = FakeEarthEngine().install()
+    try:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0"
+            ) as lc,
+            Client(lc, set_as_default=False) as client,
+        ):
+            client.register_plugin(FakeEEWorkerPlugin(state_dir=state_dir, latency_s=latency_s))
+            yield client
+    finally:
+        client_side.uninstall()
+        from rs_embed_dask.providers import ee_session
+
+        ee_session.reset_session()

@@ -129,7 +129,18 @@ def test_request_level_checks_run_before_anything_starts(tmp_path: Path) -> None
         parse_job(job(tmp_path, target={"per_item": "d"}), source="job.yaml", base=tmp_path)
 
 
-def test_jobqueue_cluster_is_checked_without_starting_it(tmp_path: Path) -> None:
+def fake_batch_tools(folder: Path, *names: str) -> str:
+    """A PATH holding do-nothing stand-ins of the batch system's commands (never run here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        tool = folder / name
+        tool.write_text("#!/bin/sh\nexit 0\n")
+        tool.chmod(0o755)
+    return str(folder)
+
+
+def test_jobqueue_cluster_is_checked_without_starting_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", fake_batch_tools(tmp_path / "bin", "sbatch", "scancel"))
     j = parse_job(job(tmp_path, cluster={"jobqueue": "slurm", "adapt": {"gpu": [1, 4]}, "scale": {"io": 1}}), base=tmp_path)
     assert j.cluster.kind == "jobqueue"
     assert j.cluster.address
@@ -167,3 +178,55 @@ def test_file_spatials_read_through_regions(tmp_path: Path) -> None:
     csv.write_text("lon,lat\n121.5,31.2\n121.6,31.3\n")
     j = parse_job(job(tmp_path, spatials={"file": "rois.csv", "buffer_m": 320}), base=tmp_path)
     assert [(s.lon, s.lat, s.buffer_m) for s in j.spatials.open()] == [(121.5, 31.2, 320.0), (121.6, 31.3, 320.0)]
+
+
+# -- the client-side checks of export_batch, in job validation (issue 16) -----------------------------
+def test_jobqueue_without_the_batch_commands_is_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", fake_batch_tools(tmp_path / "bin", "scancel"))  # no sbatch
+    with pytest.raises(SpecError, match=r"cluster\.jobqueue: .*slurm\.yaml: kind 'slurm' submits jobs with .*\['sbatch'\] is not on PATH"):
+        parse_job(job(tmp_path, cluster={"jobqueue": "slurm", "scale": {"gpu": 1}}), source="job.yaml", base=tmp_path)
+    # pbs: qsub and qdel
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SpecError, match=r"\['qsub', 'qdel'\] are not on PATH"):
+        parse_job(job(tmp_path, cluster={"jobqueue": "pbs", "scale": {"io": 1}}), source="job.yaml", base=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "pattern"),
+    [
+        ({"sensor": {"collection": "COPERNICUS/S2_SR_HARMONIZED", "bands": ["B2", "B3", "B4", "B99"]}, "models": ["rcf"]},
+         SpecError, r"job\.yaml: models\[0\]: Model 'rcf': SensorSpec\.bands: the synthetic provider has no band\(s\) \['B99'\]"),
+        ({"models": [{"name": "rcf", "model_config": {"bands": ["B99"]}}]}, SpecError, r"no band\(s\) \['B99'\]"),
+        ({"provider_options": {"bogus": 1}}, SpecError, r"Unknown synthetic provider option\(s\) \['bogus'\]"),
+        ({"provider_options": {"failure_rate": 2}}, SpecError, r"failure_rate must be in \[0, 1\]; got 2"),
+        ({"device": "tpu"}, ModelError, r"device must be one of \['auto', 'cpu', 'cuda', 'mps'\]"),
+        ({"spatials": {"points": [[179.999, 10.0]], "buffer_m": 5000}}, SpecError, r"spatials\[0\]: .*crosses the antimeridian"),
+        ({"spatials": {"bboxes": [[0, 86, 1, 87]]}}, SpecError, r"spatials\[0\]: .*no extent in Web-Mercator"),
+        ({"spatials": {"points": [[10.0, 45.0]], "buffer_m": 2.0e6}}, SpecError,
+         r"spatials\[0\]: .*160,000,000,000 pixels, over the limit of 100,000,000 .*RS_EMBED_MAX_WINDOW_PIXELS"),
+        ({"models": ["rcf", "RCF"]}, ModelError, r"'rcf' and 'RCF' are the same model"),
+        ({"models": ["rcf", "mosaiks"]}, ModelError, r"'rcf' and 'mosaiks' are the same model \('rcf'\)"),
+    ],
+)
+def test_job_validation_runs_the_client_checks(tmp_path: Path, changes: dict[str, Any], exc: type, pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        parse_job(job(tmp_path, **changes), source="job.yaml", base=tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_job_with_a_key_pasted_as_credentials_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    key = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nSECRETSECRET\\n"}'
+    d = job(tmp_path, backend="gee", models=["rcf"], provider_options={"credentials_file": key})
+    with pytest.raises(SpecError) as info:
+        parse_job(d, source="job.yaml", base=tmp_path)
+    assert "credentials_file looks like the contents of a credential" in str(info.value)
+    assert "SECRETSECRET" not in str(info.value)
+    assert "PRIVATE KEY" not in str(info.value)
+
+
+def test_job_target_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SpecError, match=r"is under '.*afile', which is a file, not a folder"):
+        parse_job(job(tmp_path, target={"combined": "afile/out/export.zarr"}), source="job.yaml", base=tmp_path)

@@ -305,6 +305,14 @@ def test_temporal_year_without_year_fails():
     _raises(SpecError, "TemporalSpec.year requires an integer year.", TemporalSpec(mode="year", year=float("inf")).validate)
 
 
+def test_temporal_fractional_year_is_refused_not_truncated():
+    """Stricter than rs-embed, which turns 2022.7 into 2022 (issue 16)."""
+    for y in (2022.7, -0.5, np.float32(2022.5)):
+        _raises(SpecError, "TemporalSpec.year requires an integer year.", TemporalSpec(mode="year", year=y).validate)
+    for y in (2022.0, np.int64(2022), "2022"):
+        TemporalSpec(mode="year", year=y).validate()
+
+
 def test_temporal_bad_mode_and_missing_dates():
     _raises(SpecError, "Unknown TemporalSpec mode: decade (expected 'year' or 'range').", TemporalSpec(mode="decade").validate)
     _raises(
@@ -452,6 +460,15 @@ def test_export_target_constructors():
     assert ExportTarget(layout="per_item", out_dir="d").layout is ExportLayout.PER_ITEM
     with pytest.raises(ModelError, match=r"ExportTarget\.layout"):
         ExportTarget(layout="sideways")
+
+
+def test_export_target_names_must_be_a_list_not_a_string():
+    """A str would become one name per character (issue 16)."""
+    with pytest.raises(TypeError, match=r"names must be a list of file names, one per ROI; got the string 'abc'"):
+        ExportTarget.per_item("d", names="abc")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ExportTarget names must be a list of file names"):
+        ExportTarget(layout="per_item", out_dir="d", names="abc")  # type: ignore[arg-type]
+    assert ExportTarget.per_item("d", names=("a", "b")).names == ("a", "b")
 
 
 def test_export_config_effective_sizes():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "ClusterConfig",
     "JobQueuePools",
     "PoolConfig",
+    "check_scheduler_tools",
     "job_script",
     "load_cluster_config",
     "pbs_cluster",
@@ -224,6 +226,31 @@ def load_cluster_config(path_or_name: str | os.PathLike[str]) -> ClusterConfig:
             )
         pools.append(PoolConfig(name=str(name), resource=res[0], slots=res[1], job_kwargs=kwargs))
     return ClusterConfig(kind=kind, pools=tuple(pools), scheduler_options=dict(sched), path=str(path))
+
+
+def check_scheduler_tools(config: ClusterConfig) -> None:
+    """Refuse a batch system whose commands are not on ``PATH`` here (e.g. ``sbatch`` for SLURM).
+
+    Checked before the scheduler starts: without the commands no job could
+    be submitted and the export would wait for workers that never come.
+
+    Raises
+    ------
+    SpecError
+        Naming the missing commands, the cluster file and where to run instead.
+    """
+    if config.kind == "local":
+        return
+    job = _job_class(config.kind)
+    tools = [t for t in (getattr(job, "submit_command", None), getattr(job, "cancel_command", None)) if t]
+    missing = [t for t in tools if shutil.which(str(t).split()[0]) is None]
+    if missing:
+        raise SpecError(
+            f"{config.path}: kind {config.kind!r} submits jobs with {tools}, but {missing} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH on this machine. Run the export on a "
+            f"login node of the {config.kind.upper()} cluster (where {missing[0]!r} exists), or choose "
+            "another cluster (cluster: local, or cluster: {scheduler: ADDRESS})."
+        )
 
 
 def job_script(config: ClusterConfig | str | os.PathLike[str], pool: str, *, scheduler: str | None = None) -> str:
@@ -483,6 +510,7 @@ def _jobqueue_cluster(
     cfg = config if isinstance(config, ClusterConfig) else load_cluster_config(config)
     if cfg.kind != kind and cfg.kind != "local":
         raise SpecError(f"{cfg.path}: kind is {cfg.kind!r}; {kind}_cluster() needs kind: {kind}.")
+    check_scheduler_tools(cfg)
     cluster = JobQueuePools(cfg, scheduler_options=scheduler_options, keep_alive=keep_alive)
     try:
         if scale:

@@ -215,6 +215,10 @@ class TemporalSpec:
                 raise SpecError("TemporalSpec.year requires year.")
             if isinstance(y, bool):  # stricter than rs-embed, which takes True as year 1
                 raise SpecError("TemporalSpec.year requires an integer year.")
+            # stricter than rs-embed: 2022.7 is refused, not truncated to 2022 (2022.0 is fine)
+            fractional = isinstance(y, numbers.Real) and not isinstance(y, numbers.Integral)
+            if fractional and math.isfinite(y) and not float(y).is_integer():
+                raise SpecError(f"TemporalSpec.year requires an integer year. Got {y!r}, which is not truncated.")
             try:
                 yi = int(y)
             except (TypeError, ValueError, OverflowError) as exc:

@@ -63,6 +63,11 @@ class ExportTarget:
                 raise ModelError(
                     f"ExportTarget.layout must be 'combined' or 'per_item'; got {self.layout!r}"
                 ) from exc
+        if isinstance(self.names, (str, bytes)):
+            raise TypeError(
+                f"ExportTarget names must be a list of file names, one per ROI; got the string {self.names!r} "
+                "(a str is not a list of names)."
+            )
         if self.names is not None and not isinstance(self.names, tuple):
             object.__setattr__(self, "names", tuple(str(n) for n in self.names))
 
@@ -74,6 +79,11 @@ class ExportTarget:
     @classmethod
     def per_item(cls, out_dir: str, *, names: list[str] | None = None) -> ExportTarget:
         """One file pair per ROI in ``out_dir`` (``p00000.npz`` + ``p00000.json`` ...)."""
+        if isinstance(names, (str, bytes)):
+            raise TypeError(
+                f"names must be a list of file names, one per ROI; got the string {names!r} "
+                "(a str is not a list of names)."
+            )
         return cls(
             layout=ExportLayout.PER_ITEM,
             out_dir=str(out_dir),

@@ -17,14 +17,46 @@ weights_only=True)``: a pickle is never executed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rs_embed_dask.core.errors import ModelError
 
-__all__ = ["find_weights", "load_state_dict", "strip_prefix"]
+__all__ = ["find_weights", "load_state_dict", "offline_probe", "strip_prefix"]
+
+#: Set by :func:`offline_probe`: the hub is looked up in the local cache only.
+_PROBE: contextvars.ContextVar[bool] = contextvars.ContextVar("rs_embed_weights_probe", default=False)
+#: What :func:`find_weights` returns under :func:`offline_probe` for a file the worker will download.
+DOWNLOAD_PENDING = Path("<downloaded on first use>")
+
+
+@contextlib.contextmanager
+def offline_probe() -> Iterator[None]:
+    """Make :func:`find_weights` a cheap, offline presence check (the client's pre-flight).
+
+    Inside the block the hub is consulted through its local cache only: a
+    cached file is returned; a missing one raises the usual :class:`ModelError`
+    when ``$HF_HUB_OFFLINE`` is set (nothing could fetch it) and otherwise
+    returns :data:`DOWNLOAD_PENDING` (the worker downloads it).
+    """
+    token = _PROBE.set(True)
+    try:
+        yield
+    finally:
+        _PROBE.reset(token)
+
+
+def _hub_cached(repo: str, filename: str, revision: str | None) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    hit = try_to_load_from_cache(repo, filename, revision=revision)
+    return Path(hit) if isinstance(hit, str) else None
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "teacher", "module")
 
@@ -94,6 +126,13 @@ def find_weights(
         except ImportError:
             looked.append("the Hugging Face hub (huggingface_hub is not installed)")
         else:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+            if _PROBE.get():
+                cached = _hub_cached(hf_repo, hf_filename, revision)
+                if cached is not None:
+                    return cached
+                if not offline:
+                    return DOWNLOAD_PENDING
             try:
                 return Path(hf_hub_download(hf_repo, hf_filename, revision=revision))
             except Exception as exc:  # offline, not cached, gated, unknown revision

@@ -10,7 +10,7 @@ float32 pixels ``(C, H, W)`` (or ``(T, C, H, W)``) on the common grid window
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -20,8 +20,10 @@ import numpy as np
 from rs_embed_dask.core.errors import ProviderError
 from rs_embed_dask.core.specs import SensorSpec, SpatialSpec, TemporalSpec
 from rs_embed_dask.geometry import GridWindow, grid_window
+from rs_embed_dask.validation.options import ProviderOption
+from rs_embed_dask.validation.secrets import shown
 
-__all__ = ["FetchResult", "Provider", "split_date_range"]
+__all__ = ["FetchResult", "Provider", "ProviderOption", "split_date_range"]
 
 
 @dataclass
@@ -67,12 +69,18 @@ class Provider:
         Importable modules the provider needs.
     extra : str or None
         The ``pip install 'rs-embed-dask[<extra>]'`` extra that provides them.
+    option_specs : tuple of ProviderOption or None
+        The options the constructor accepts (names, types, ranges), checked
+        on the client before anything is submitted
+        (:func:`rs_embed_dask.validation.options.check_provider_options`);
+        ``None`` checks only the names against the constructor's keywords.
     """
 
     name: ClassVar[str] = ""
     max_concurrency: ClassVar[int | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    option_specs: ClassVar[tuple[ProviderOption, ...] | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -92,6 +100,24 @@ class Provider:
 
     def ensure_ready(self) -> None:
         """Initialise clients and credentials; called once per worker process."""
+
+    # -- client-side checks (run before a cluster starts) -----------------------
+    @classmethod
+    def check_sensor(cls, sensor: SensorSpec, options: Mapping[str, Any] | None = None) -> None:
+        """Raise :class:`~rs_embed_dask.SpecError` for a sensor this provider cannot serve.
+
+        Checked on the client, without I/O; the default accepts every sensor.
+        Providers with a known band catalogue name the bands they lack and
+        list those they have.
+        """
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any] | None = None) -> None:
+        """One cheap check of the environment on the client (credentials, endpoints).
+
+        Called once per request before a cluster starts; the default does
+        nothing.  Raises :class:`ProviderError` with the fix.
+        """
 
     @classmethod
     def concurrency_limit(cls, options: Mapping[str, Any] | None = None) -> int | None:
@@ -118,6 +144,7 @@ class Provider:
         sensor: SensorSpec,
         *,
         n_frames: int | None = None,
+        bins: Sequence[tuple[date, date]] | None = None,
     ) -> FetchResult:
         """Fetch a ROI on the common grid.
 
@@ -132,6 +159,9 @@ class Provider:
         n_frames : int, optional
             When given, return ``(T, C, H, W)`` with ``T = n_frames`` equal
             time bins; otherwise one composite ``(C, H, W)``.
+        bins : sequence of (date, date), optional
+            With ``n_frames``: the end-exclusive time bins to composite, one
+            frame each, instead of equal bins (olmoearth's 30-day bins).
 
         Returns
         -------
@@ -145,13 +175,13 @@ class Provider:
         else:
             if temporal is None:
                 raise ProviderError(f"A {n_frames}-frame fetch needs a temporal range.")
-            bins = split_date_range(*temporal.date_range(), int(n_frames))
-            arrays, meta = self.fetch_frames(window, bins, sensor)
+            spans = list(bins) if bins is not None else split_date_range(*temporal.date_range(), int(n_frames))
+            arrays, meta = self.fetch_frames(window, spans, sensor)
             data = np.stack([self._finish(a, sensor, window) for a in arrays], axis=0)
-            details = meta.get("frames") or [{} for _ in bins]
+            details = meta.get("frames") or [{} for _ in spans]
             meta["frames"] = [
                 {"start": a.isoformat(), "end": b.isoformat(), **d}
-                for (a, b), d in zip(bins, details, strict=True)
+                for (a, b), d in zip(spans, details, strict=True)
             ]
         meta.update(
             provider=self.name,
@@ -204,5 +234,5 @@ class Provider:
         return out
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+        opts = ", ".join(f"{k}={shown(v)}" for k, v in sorted(self.options.items()))
         return f"{type(self).__name__}({opts})"

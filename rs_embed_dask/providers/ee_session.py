@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.validation.secrets import looks_like_secret
 
 __all__ = [
     "EarthEngineInitPlugin",
@@ -36,6 +37,7 @@ __all__ = [
     "reset_session",
     "resolve_credentials_file",
     "resolve_project",
+    "verify",
 ]
 
 _PROJECT_ENV = ("EE_PROJECT", "GOOGLE_CLOUD_PROJECT")
@@ -90,6 +92,12 @@ def resolve_credentials_file(credentials_file: str | None = None) -> str | None:
         When ``credentials_file`` is given but cannot be read.
     """
     if credentials_file:
+        if looks_like_secret(credentials_file):
+            # never echoed: this is the key itself, pasted where its path belongs
+            raise ProviderError(
+                "Earth Engine credentials_file looks like the contents of a key (withheld here): pass the "
+                "path of the service-account JSON key on storage every worker can read, never its contents."
+            )
         path = os.path.expanduser(str(credentials_file))
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             raise ProviderError(
@@ -157,6 +165,41 @@ def initialize(
             raise _init_error(exc, proj, key_path) from None
         _session["ident"] = ident
         return proj
+
+
+def verify(
+    *, project: str | None = None, credentials_file: str | None = None, url: str | None = None
+) -> str | None:
+    """Initialise Earth Engine and make one cheap authenticated call (once per process and identity).
+
+    ``ee.Initialize`` may succeed with credentials the service later refuses
+    (a revoked key, a project without Earth Engine); evaluating a constant
+    on the server proves them.  Run on the client before a cluster starts.
+    A transient failure (HTTP 429/5xx) is not held against the credentials.
+
+    Raises
+    ------
+    ProviderError
+        With the fix (``earthengine authenticate``, ``EE_PROJECT``, the
+        service account's role), naming the key *path* only.
+    """
+    proj = initialize(project=project, credentials_file=credentials_file, url=url)
+    ident = _session.get("ident")
+    if ident is not None and _session.get("verified") == ident:
+        return proj
+    import ee
+
+    try:
+        ee.Number(1).getInfo()
+    except Exception as exc:
+        err = as_provider_error(exc, "authentication check")
+        if isinstance(err, TransientProviderError):
+            return proj
+        key_path = ident[1] if ident else None
+        raise _init_error(exc, proj, key_path) from None
+    with _lock:
+        _session["verified"] = ident
+    return proj
 
 
 def _init_error(exc: BaseException, project: str | None, key_path: str | None) -> ProviderError:

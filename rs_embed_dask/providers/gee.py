@@ -21,6 +21,8 @@ export, on every worker by a worker plugin.  Transient failures (HTTP 429,
 
 from __future__ import annotations
 
+import numbers
+import os
 import threading
 import warnings
 from collections.abc import Mapping
@@ -29,13 +31,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_dask.core.errors import ProviderError, RSEmbedWarning, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, RSEmbedWarning, SpecError, TransientProviderError
 from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow, split_window
 from rs_embed_dask.pipeline import run_with_retry
 from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers import gee_images as gi
-from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.providers.base import Provider, ProviderOption
+from rs_embed_dask.validation.secrets import looks_like_secret
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_SIDE", "GEEProvider", "decode_pixels", "pixel_grid"]
 
@@ -82,6 +85,27 @@ def decode_pixels(payload: Any, n_bands: int, shape: tuple[int, int]) -> np.ndar
     return out
 
 
+# Band catalogues of the collections whose bands are fixed (Earth Engine's data catalogue);
+# other collections are not checked on the client.
+_S2_COMMON = (
+    "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12", "QA10", "QA20", "QA60",
+    "MSK_CLASSI_OPAQUE", "MSK_CLASSI_CIRRUS", "MSK_CLASSI_SNOW_ICE",
+)  # fmt: skip
+_S2_SR_ONLY = ("AOT", "WVP", "SCL", "TCI_R", "TCI_G", "TCI_B", "MSK_CLDPRB", "MSK_SNWPRB")
+_S1_BANDS = ("VV", "VH", "HH", "HV", "angle")
+
+
+def band_catalog(collection: str) -> tuple[str, ...] | None:
+    """The bands of a Sentinel-2 or Sentinel-1 collection (after rs-embed's aliases); ``None`` if not known."""
+    c = collection.strip().upper()
+    kind = gi.collection_kind(collection)
+    if kind == "s2":
+        return _S2_COMMON + (_S2_SR_ONLY if "S2_SR" in c else ("B10",))
+    if kind == "s1":
+        return _S1_BANDS
+    return None
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
         raise ProviderError(f"gee provider option {name} must be an integer >= 1; got {value!r}.")
@@ -126,6 +150,19 @@ class GEEProvider(Provider):
         "project", "credentials_file", "url", "max_concurrency", "max_retries", "retry_backoff_s",
         "cloud_mask", "cloud_score_threshold", "scl_classes", "max_request_bytes",
     )  # fmt: skip
+    option_specs = (
+        ProviderOption("project", (str,), nullable=True),
+        ProviderOption("credentials_file", (str, os.PathLike), nullable=True, path=True,
+                       doc="path of a service-account JSON key every worker can read"),
+        ProviderOption("url", (str,), nullable=True),
+        ProviderOption("max_concurrency", (numbers.Integral,), minimum=1),
+        ProviderOption("max_retries", (numbers.Integral,), minimum=0),
+        ProviderOption("retry_backoff_s", (numbers.Real,), minimum=0.0),
+        ProviderOption("cloud_mask", (str,), nullable=True, choices=gi.CLOUD_MASKS),
+        ProviderOption("cloud_score_threshold", (numbers.Real,), minimum=0.0, maximum=1.0),
+        ProviderOption("scl_classes", (list, tuple), items=(numbers.Integral,)),
+        ProviderOption("max_request_bytes", (numbers.Integral,), minimum=1, maximum=MAX_REQUEST_BYTES),
+    )  # fmt: skip
     _local_caps: ClassVar[dict[int, threading.BoundedSemaphore]] = {}
     _caps_lock = threading.Lock()
 
@@ -147,6 +184,11 @@ class GEEProvider(Provider):
         self._check_options(unknown)
         if credentials_file is not None and not isinstance(credentials_file, str):
             raise ProviderError("gee provider option credentials_file must be a path (str) to a key file.")
+        if looks_like_secret(credentials_file):
+            raise ProviderError(
+                "gee provider option credentials_file looks like the contents of a key (withheld here): "
+                "pass the path of the service-account JSON key, never its contents."
+            )
         if cloud_mask not in gi.CLOUD_MASKS:
             raise ProviderError(f"gee provider option cloud_mask must be one of {list(gi.CLOUD_MASKS)}; got {cloud_mask!r}.")
         if not 0.0 <= float(cloud_score_threshold) <= 1.0:
@@ -190,6 +232,30 @@ class GEEProvider(Provider):
         return ee_session.EarthEngineInitPlugin(
             project=opts.get("project"), credentials_file=opts.get("credentials_file"), url=opts.get("url")
         )
+
+    @classmethod
+    def check_sensor(cls, sensor: SensorSpec, options: Mapping[str, Any] | None = None) -> None:
+        """Refuse bands a Sentinel-2 / Sentinel-1 collection does not have (others are not checked)."""
+        known = band_catalog(sensor.collection)
+        if known is None:
+            return
+        resolved = gi.resolve_band_aliases(sensor.collection, tuple(sensor.bands))
+        missing = [b for b, r in zip(sensor.bands, resolved, strict=True) if r not in known]
+        if missing:
+            raise SpecError(
+                f"SensorSpec.bands: Earth Engine collection {sensor.collection!r} has no band(s) {missing}; "
+                f"bands: {list(known)} (aliases such as RED, NIR, SWIR1 are mapped)."
+            )
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any] | None = None) -> None:
+        """Initialise Earth Engine here and make one cheap authenticated call (once per process).
+
+        Credentials that do not authenticate, an unknown project or a key
+        file that cannot be read fail on the client, before any worker starts.
+        """
+        opts = dict(options or {})
+        ee_session.verify(project=opts.get("project"), credentials_file=opts.get("credentials_file"), url=opts.get("url"))
 
     def ensure_ready(self) -> None:
         """Initialise Earth Engine in this process (once); :class:`ProviderError` with the fix."""

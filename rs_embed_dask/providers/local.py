@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import math
+import numbers
 import os
 import re
 import warnings
@@ -60,7 +61,7 @@ import numpy as np
 from rs_embed_dask.core.errors import ProviderError
 from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import MERCATOR_HALF_WORLD, WEB_MERCATOR, GridWindow
-from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.providers.base import Provider, ProviderOption
 
 __all__ = ["RASTER_SUFFIXES", "LocalProvider", "date_from_name"]
 
@@ -195,6 +196,12 @@ class LocalProvider(Provider):
 
     name = "local"
     requires = ("rioxarray", "rasterio", "xarray")
+    option_specs = (
+        ProviderOption("path", (str, os.PathLike, list, tuple), nullable=True, items=(str, os.PathLike), path=True,
+                       doc="a raster, a glob, a folder, or a list of them"),
+        ProviderOption("resampling", (str,), doc="a rasterio Resampling name"),
+        ProviderOption("nodata", (numbers.Real,), nullable=True, finite=False, doc="no-data value of the files"),
+    )  # fmt: skip
 
     def __init__(
         self, *, path: str | list[str] | None = None, resampling: str = "nearest", nodata: float | None = None

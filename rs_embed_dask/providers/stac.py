@@ -39,7 +39,7 @@ import numpy as np
 from rs_embed_dask.core.errors import ProviderError, TransientProviderError
 from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import WEB_MERCATOR, GridWindow
-from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.providers.base import Provider, ProviderOption
 
 __all__ = ["CATALOGS", "StacProvider", "asset_key", "stac_collection"]
 
@@ -260,6 +260,16 @@ class StacProvider(Provider):
     name = "stac"
     requires = ("pystac", "pystac_client", "odc.stac")
     extra = "stac"
+    option_specs = (
+        ProviderOption("catalog_url", (str,), doc="a STAC API URL, a catalog.json path or a known name"),
+        ProviderOption("collection", (str,), nullable=True),
+        ProviderOption("sign", (str,), choices=("auto", "planetary-computer", "none")),
+        ProviderOption("cloud_filter", (bool,), nullable=True),
+        ProviderOption("resampling", (str,)),
+        ProviderOption("max_items", (int,), minimum=1),
+        ProviderOption("groupby", (str,)),
+        ProviderOption("use_overviews", (bool,)),
+    )
 
     def __init__(
         self,

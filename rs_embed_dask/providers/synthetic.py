@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import random
 import time
 from datetime import date
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_dask.core.errors import ProviderError, TransientProviderError
+from rs_embed_dask.core.errors import ProviderError, SpecError, TransientProviderError
 from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import GridWindow, mercator_to_lonlat
-from rs_embed_dask.providers.base import Provider
+from rs_embed_dask.providers.base import Provider, ProviderOption
 
 __all__ = ["S1_BANDS", "S2_BANDS", "SyntheticProvider"]
 
@@ -115,11 +116,14 @@ def _fbm(xs: np.ndarray, ys: np.ndarray, cell_m: float, seed: int, octaves: int 
     return total / norm
 
 
-def _band_index(band: str) -> int:
+def _band_key(band: str) -> str:
     key = str(band).strip().upper()
     key = _ALIASES.get(key, key)
-    if key == "B10":
-        key = "B11"  # cirrus band: close enough to SWIR for a synthetic world
+    return "B11" if key == "B10" else key  # cirrus band: close enough to SWIR for a synthetic world
+
+
+def _band_index(band: str) -> int:
+    key = _band_key(band)
     if key not in S2_BANDS:
         raise ProviderError(
             f"synthetic provider has no band {band!r}; bands: {list(S2_BANDS)} or {list(S1_BANDS)} "
@@ -154,6 +158,32 @@ class SyntheticProvider(Provider):
     """
 
     name = "synthetic"
+    option_specs = (
+        ProviderOption("seed", (numbers.Integral,), doc="world seed"),
+        ProviderOption("latency_s", (numbers.Real,), minimum=0.0, doc="sleep per fetch"),
+        ProviderOption("failure_rate", (numbers.Real,), minimum=0.0, maximum=1.0),
+        ProviderOption("transient_failure_rate", (numbers.Real,), minimum=0.0, maximum=1.0),
+        ProviderOption("cloud_fraction", (numbers.Real,), minimum=0.0, maximum=1.0),
+    )
+
+    @classmethod
+    def check_sensor(cls, sensor: SensorSpec, options: Any = None) -> None:
+        """Refuse bands the synthetic world does not render, listing those it does."""
+        names = [str(b).strip().upper() for b in sensor.bands]
+        sar = [b for b in names if b in S1_BANDS]
+        if sar and len(sar) != len(names):
+            raise SpecError(
+                f"SensorSpec.bands: the synthetic provider cannot mix Sentinel-1 bands {list(S1_BANDS)} "
+                f"with optical bands in one sensor; got {list(sensor.bands)}."
+            )
+        if sar:
+            return
+        unknown = [b for b in sensor.bands if _band_key(b) not in S2_BANDS]
+        if unknown:
+            raise SpecError(
+                f"SensorSpec.bands: the synthetic provider has no band(s) {unknown}; bands: "
+                f"{list(S2_BANDS)} (and B10), aliases {sorted(_ALIASES)}, or Sentinel-1 {list(S1_BANDS)}."
+            )
 
     def __init__(
         self,
