@@ -180,3 +180,20 @@ def test_preflight_weights_check(tmp_path):
         )
     path = write_checkpoint(tmp_path, "terramind_v1_tiny")
     check_weights(resolve_model("terramind", backend="synthetic", model_config={"weights": str(path)}))
+
+
+def test_terratorch_backbones_keep_the_float32_matmul_precision():
+    """Building terramind through terratorch leaves torch's float32 matmul precision as it was (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("terratorch")
+    code = (
+        "import torch\n"
+        "torch.set_float32_matmul_precision('highest')\n"
+        "from rs_embed_dask.models.terramind import TerraMindEmbedder\n"
+        "e = TerraMindEmbedder({'implementation': 'terratorch'})\n"
+        "e._terratorch_module()\n"
+        "assert torch.get_float32_matmul_precision() == 'highest', torch.get_float32_matmul_precision()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any, cast
@@ -48,6 +47,7 @@ import numpy as np
 from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.torch_globals import kept_torch_globals
 from rs_embed_dask.models.vit import HubCheckpoint, check_choice, check_int
 
 __all__ = ["BANDS", "MODEL_SIZES", "ClayEmbedder", "latlon_encoding", "time_encoding"]
@@ -105,21 +105,14 @@ def window_midpoint(temporal: Any) -> date | None:
 
 def _import_encoder() -> Any:
     """The Clay v1.5 ``Encoder`` of terratorch, undoing the global settings its module changes on import."""
-    import torch
-
-    precision = torch.get_float32_matmul_precision()
-    cudnn = os.environ.get("TORCH_CUDNN_V8_API_DISABLED")
     try:
-        encoder = importlib.import_module("terratorch.models.backbones.clay_v15.model").Encoder
+        with kept_torch_globals():
+            encoder = importlib.import_module("terratorch.models.backbones.clay_v15.model").Encoder
     except ImportError as exc:
         raise ModelError(
             f"Model 'clay' needs terratorch's Clay v1.5 encoder ({exc!r}). "
             "Install it with: pip install 'rs-embed-dask[clay]'"
         ) from exc
-    finally:
-        torch.set_float32_matmul_precision(precision)
-        if cudnn is None:
-            os.environ.pop("TORCH_CUDNN_V8_API_DISABLED", None)
     return encoder
 
 
@@ -179,19 +172,8 @@ class ClayEmbedder(TorchEmbedder):
     @classmethod
     def check_available(cls) -> None:
         """The base check, with torch's float32 matmul precision kept: importing terratorch changes it."""
-        try:
-            import torch
-        except ImportError:
-            torch = None  # type: ignore[assignment]
-        precision = torch.get_float32_matmul_precision() if torch is not None else None
-        cudnn = os.environ.get("TORCH_CUDNN_V8_API_DISABLED")
-        try:
+        with kept_torch_globals():
             super().check_available()
-        finally:
-            if torch is not None and precision is not None:
-                torch.set_float32_matmul_precision(precision)
-            if cudnn is None:
-                os.environ.pop("TORCH_CUDNN_V8_API_DISABLED", None)
 
     @property
     def embed_dim(self) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 
 from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.torch_globals import kept_torch_globals
 from rs_embed_dask.models.vit import (
     HubCheckpoint,
     check_channels,
@@ -242,8 +243,9 @@ class TerraMindEmbedder(TorchEmbedder):
 
     def _terratorch_module(self) -> Any:
         try:
-            importlib.import_module(_REGISTER_MODULE)  # registers the terramind_* backbones
-            from terratorch.registry import BACKBONE_REGISTRY
+            with kept_torch_globals():
+                importlib.import_module(_REGISTER_MODULE)  # registers the terramind_* backbones
+                from terratorch.registry import BACKBONE_REGISTRY
         except ImportError as exc:
             raise ModelError(
                 f"Model 'terramind' needs terratorch's TerraMind backbones ({exc!r}). "
