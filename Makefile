@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PIP) --upgrade pip
 	# torch/torchvision first, pinned: these releases lie on this platform's disk
 	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) -e ".[test,dev,models,torchgeo,gee,stac,planetary,tessera,hpc,geo,plot,notebooks]"
+	# olmoearth-pretrain-minimal is small (einops, universal-pathlib); terramind's terratorch (~430 MB) is not
+	# installed here: its contract tests run on rs_embed_dask.models.terramind_native
+	$(PIP) -e ".[test,dev,models,torchgeo,gee,stac,planetary,tessera,hpc,geo,plot,notebooks,olmoearth]"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -54,6 +56,8 @@ $(PARITY_STAMP):
 	# --ignore-requires-python also lets pip take pure-Python dependencies that need 3.12 (`type` statements):
 	# back to the newest releases that run on 3.11 (pip then reports geotessera's zarr>=3.3 pin; it imports fine)
 	$(PARITY_PIP) "tifffile<2026.4" "zarr<3.2" "rioxarray<0.20" "bokeh<3.10"
+	# rs-embed[terramind]'s pin (olmoearth-pretrain-minimal comes with rs-embed itself)
+	$(PARITY_PIP) "terratorch==1.2.1" "torch==2.14.1" "torchvision==0.29.1"
 	$(PARITY_PY) -W ignore -c "import rs_embed, rshf, open_clip, tifffile, zarr, geotessera; print('rs-embed', rs_embed.__version__)"
 	@touch $(PARITY_STAMP)
 

@@ -9,11 +9,17 @@ model with random weights (``benchmarks/_vits.py``), save_inputs=True.
 Measures ROIs/s of
   (a) a plain sequential loop (fetch -> embed batch of 1 -> np.savez_compressed per ROI),
   (b) export_batch per-item npz and combined npz on local_cluster(io_threads=32),
-  (c) the forward-only ceiling (same model, batches of infer_batch_size, inputs in memory,
-      in this process with the cluster idle, the inference worker's torch thread count),
-(b) and (c) in --rounds interleaved rounds (default 3), each reported as the median round,
-and the peak RSS (client + all worker processes) of a combined export of N_big vs
-N_small ROIs (rcf features=64, pooled, save_inputs=False, no latency).
+  (c) the ceiling: forward-only throughput of the same model on ALL cores (batches of
+      infer_batch_size, inputs in memory, torch's default thread count, in a fresh process
+      started for each round, the cluster idle): what the machine can do, whatever the layout,
+  (c') forward-only in this process at the inference worker's torch thread count (what one
+      pinned inference worker can do; information only),
+  (d) when ``.venv-parity`` (rs-embed 0.3.1) exists: rs-embed's ``export_batch`` per-item and
+      combined on the same workload (``benchmarks/_rsembed_workload.py``, a subprocess per round),
+(b), (c), (c') and (d) in --rounds interleaved rounds (default 3), each reported as the
+median round, with ratios ours/ceiling and ours/rs-embed per layout; and the peak RSS
+(client + all worker processes) of a combined export of N_big vs N_small ROIs (rcf
+features=64, pooled, save_inputs=False, no latency).
 
 Writes benchmarks/results/export_bench.json and export_bench.md.
 """
@@ -21,8 +27,10 @@ Writes benchmarks/results/export_bench.json and export_bench.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,6 +97,7 @@ def bench_sequential(n: int, tmp: str, torch_threads: int) -> dict[str, Any]:
     emb = _vits.ViTSEmbedder()
     emb.load("cpu")
     sensor = emb.default_sensor()
+    assert sensor is not None
     prov = SyntheticProvider(latency_s=LATENCY_S)
     out_dir = os.path.join(tmp, "seq")
     os.makedirs(out_dir, exist_ok=True)
@@ -124,6 +133,7 @@ def bench_forward_only(n: int, batch: int, torch_threads: int) -> dict[str, Any]
     emb.load("cpu")
     prov = SyntheticProvider(latency_s=0.0)
     sensor = emb.default_sensor()
+    assert sensor is not None
     base = [prov.fetch(sp, TEMPORAL, sensor).data for sp in rois(min(n, 64))]
     inputs = [base[i % len(base)] for i in range(n)]
     emb.embed_inputs(inputs[:batch], output=OutputSpec.pooled())  # warm-up
@@ -132,6 +142,52 @@ def bench_forward_only(n: int, batch: int, torch_threads: int) -> dict[str, Any]
         emb.embed_inputs(inputs[s : s + batch], output=OutputSpec.pooled())
     wall = time.perf_counter() - t0
     return {"n": n, "batch": batch, "torch_threads": torch_threads, "wall_s": wall, "rois_per_s": n / wall}
+
+
+def _child_env() -> dict[str, str]:
+    """This environment without thread caps, so a child process gets torch's default threads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                            "OPENBLAS_NUM_THREADS", "RS_EMBED_TORCH_THREADS")}  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _result_line(out: str) -> dict[str, Any]:
+    line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"no RESULT line in the child's output:\n{out[-2000:]}")
+    return json.loads(line[len("RESULT ") :])
+
+
+def bench_forward_all_cores(n: int, batch: int) -> dict[str, Any]:
+    """The ceiling: forward-only in a fresh process with torch's default thread count (all cores)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--forward-only-child", "--n-forward", str(n),
+           "--infer-batch-size", str(batch)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(), check=False, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"forward-only child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return _result_line(proc.stdout)
+
+
+def parity_python() -> str | None:
+    """``.venv-parity``'s python (rs-embed 0.3.1), when the parity environment exists."""
+    exe = os.path.join(ROOT, ".venv-parity", "bin", "python")
+    return exe if os.path.exists(exe) else None
+
+
+def bench_rsembed(exe: str, n: int, cfg: ExportConfig) -> dict[str, Any]:
+    """rs-embed 0.3.1's per-item and combined export of the same workload, one round, in ``exe``."""
+    cmd = [exe, os.path.join(ROOT, "benchmarks", "_rsembed_workload.py"), "--n", str(n), "--rounds", "1",
+           "--chunk-size", str(cfg.chunk_size), "--infer-batch-size", str(cfg.effective_infer_batch_size),
+           "--num-workers", str(cfg.num_workers), "--latency-s", str(LATENCY_S)]  # fmt: skip
+    env = _child_env()
+    env.pop("PYTHONPATH", None)  # rs-embed's environment: not this checkout's packages
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"rs-embed workload failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    res = _result_line(proc.stdout)
+    return {"per_item": {"n": n, "rois_per_s": res["per_item"][0]},
+            "combined": {"n": n, "rois_per_s": res["combined"][0]}, "torch_threads": res["torch_threads"]}  # fmt: skip
 
 
 def run_export(client: Any, layout: str, n: int, tmp: str, cfg: ExportConfig, tag: str, offset: int = 0) -> dict[str, Any]:
@@ -216,7 +272,17 @@ def main() -> None:
                     help="torch threads of the CPU inference worker (default: all cores)")
     ap.add_argument("--mem-small", type=int, default=None, help="ROIs of the small memory run (default 2000; quick 500)")
     ap.add_argument("--mem-big", type=int, default=None, help="ROIs of the big memory run (default 20000; quick 5000)")
+    ap.add_argument("--skip-rsembed", action="store_true", help="do not run rs-embed 0.3.1 (.venv-parity)")
+    ap.add_argument("--forward-only-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n-forward", type=int, default=600, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.forward_only_child:  # the ceiling's fresh process: torch's default threads
+        import torch
+
+        _vits.register()
+        child = bench_forward_only(args.n_forward, args.infer_batch_size, torch.get_num_threads())
+        print("RESULT " + json.dumps(child), flush=True)
+        return
     if args.quick:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 12, 96, 96, 500, 5000
         args.rounds = min(args.rounds, 1)
@@ -255,12 +321,24 @@ def main() -> None:
             print(f"torch threads per worker: {worker_threads}", flush=True)
             # rounds of (forward-only, per-item, combined), each figure the median over the rounds:
             # the machine is shared, and interleaving keeps a slow spell from landing on one side only
-            runs: dict[str, list[dict[str, Any]]] = {"forward_only": [], "export_per_item": [], "export_combined": []}
+            rs_exe = None if args.skip_rsembed else parity_python()
+            runs: dict[str, list[dict[str, Any]]] = {
+                "forward_only": [], "forward_worker_threads": [], "export_per_item": [], "export_combined": [],
+                **({"rsembed_per_item": [], "rsembed_combined": []} if rs_exe else {}),
+            }  # fmt: skip
             for r in range(args.rounds):
-                # the ceiling in this process, single-threaded like the inference worker, cluster idle
-                runs["forward_only"].append(bench_forward_only(n_fwd, cfg.effective_infer_batch_size, inf_threads))
+                # the ceiling: all cores, fresh process, cluster idle
+                runs["forward_only"].append(bench_forward_all_cores(n_fwd, cfg.effective_infer_batch_size))
+                # what one inference worker's threads can do (information)
+                runs["forward_worker_threads"].append(
+                    bench_forward_only(n_fwd, cfg.effective_infer_batch_size, inf_threads))
                 runs["export_per_item"].append(run_export(client, "per_item", n_exp, tmp, cfg, f"pi{r}"))
                 runs["export_combined"].append(run_export(client, "combined", n_exp, tmp, cfg, f"c{r}"))
+                if rs_exe:
+                    ref = bench_rsembed(rs_exe, n_exp, cfg)
+                    runs["rsembed_per_item"].append(ref["per_item"])
+                    runs["rsembed_combined"].append(ref["combined"])
+                    res["rsembed_torch_threads"] = ref["torch_threads"]
                 print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {v[-1]['rois_per_s']:.2f}" for k, v in runs.items()) + " ROI/s", flush=True)  # fmt: skip
             for k, v in runs.items():
@@ -276,28 +354,45 @@ def main() -> None:
     fwd = res["forward_only"]["rois_per_s"]
     seq = res["sequential"]["rois_per_s"]
     ratios = {}
+    has_ref = "rsembed_per_item" in res
     for lay in ("per_item", "combined"):
         r = res[f"export_{lay}"]["rois_per_s"]
         ratios[f"{lay}/forward_only"] = r / fwd
         ratios[f"{lay}/sequential"] = r / seq
+        if has_ref:
+            ratios[f"{lay}/rs_embed"] = r / res[f"rsembed_{lay}"]["rois_per_s"]
+    ratios["rounds"] = args.rounds
     if "memory" in res:
         ratios["peak_rss_big/small"] = res["memory"]["ratio_big_small"]
     res["ratios"] = ratios
-    res["targets"] = {"export/forward_only": ">= 0.85", "export/sequential": ">= 3", "peak_rss_big/small": "<= 1.2"}
+    res["targets"] = {"export/forward_only (all cores)": ">= 0.85", "export/sequential": ">= 3",
+                      "peak_rss_big/small": "<= 1.2"}  # fmt: skip
 
+    def vs(lay: str) -> str:
+        text = f"{ratios[f'{lay}/forward_only']:.2f}x ceiling, {ratios[f'{lay}/sequential']:.1f}x seq"
+        return text + (f", {ratios[f'{lay}/rs_embed']:.2f}x rs-embed" if has_ref else "")
+
+    fwd_w = res["forward_worker_threads"]["rois_per_s"]
+
+    fwd_threads = res["forward_only"].get("torch_threads")
     rows = [
         ("(a) sequential loop (fetch, embed b=1, savez_compressed)", res["sequential"]["n"], seq, ""),
-        ("(b) export_batch per-item npz", n_exp, res["export_per_item"]["rois_per_s"],
-         f"{ratios['per_item/forward_only']:.2f}x fwd, {ratios['per_item/sequential']:.1f}x seq"),
-        ("(b) export_batch combined npz", n_exp, res["export_combined"]["rois_per_s"],
-         f"{ratios['combined/forward_only']:.2f}x fwd, {ratios['combined/sequential']:.1f}x seq"),
-        (f"(c) forward-only ceiling (batch {cfg.effective_infer_batch_size}, {inf_threads} thr)", n_fwd, fwd, ""),
+        ("(b) export_batch per-item npz", n_exp, res["export_per_item"]["rois_per_s"], vs("per_item")),
+        ("(b) export_batch combined npz", n_exp, res["export_combined"]["rois_per_s"], vs("combined")),
+        (f"(c) ceiling: forward-only on all cores (batch {cfg.effective_infer_batch_size}, {fwd_threads} thr, "
+         "fresh process)", n_fwd, fwd, ""),
+        (f"(c') forward-only at the inference worker's threads ({inf_threads} thr)", n_fwd, fwd_w,
+         f"{fwd_w / fwd:.2f}x ceiling"),
     ]  # fmt: skip
+    if has_ref:
+        rows += [(f"(d) rs-embed 0.3.1 export_batch {lay.replace('_', '-')} npz", n_exp,
+                  res[f"rsembed_{lay}"]["rois_per_s"], f"{res[f'rsembed_{lay}']['rois_per_s'] / fwd:.2f}x ceiling")
+                 for lay in ("per_item", "combined")]  # fmt: skip
     md = ["| measurement | ROIs | ROIs/s | ratios |", "|---|---:|---:|---|"]
     md += [f"| {a} | {b} | {c:.2f} | {d} |" for a, b, c, d in rows]
-    md += ["", "ROIs/s per round: " + "; ".join(
+    md += ["", f"ROIs/s per round ({args.rounds} rounds, medians above): " + "; ".join(
         f"{k} " + ", ".join(f"{x:.2f}" for x in res[k]["rounds_rois_per_s"])
-        for k in ("forward_only", "export_per_item", "export_combined")) + " (medians above)."]  # fmt: skip
+        for k in runs) + "."]  # fmt: skip
     if "memory" in res:
         m = res["memory"]
         md += ["", "| peak RSS, combined export (rcf f=64, pooled, no inputs, client+workers) | ROIs | peak MB | ROIs/s |",

@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,10 @@ _LEVEL = {
     "B7": 2600.0, "B8": 2800.0, "B8A": 2900.0, "B9": 3000.0, "B11": 2100.0, "B12": 1300.0,
 }  # fmt: skip
 
+#: Sentinel-1 GRD polarisations the fake providers know: typical backscatter in dB
+#: (served in linear power, as ``COPERNICUS/S1_GRD_FLOAT``; see :func:`world_pixels`).
+S1_LEVEL_DB = {"VV": -9.0, "VH": -16.0}
+
 
 _R = 6378137.0
 
@@ -82,7 +86,7 @@ def canonical_band(name: str) -> str:
     """The Sentinel-2 name of ``name`` (an S2 name or a semantic alias); ``KeyError`` otherwise."""
     up = str(name).strip().upper()
     up = BAND_ALIASES.get(up, up)
-    if up not in _LEVEL:
+    if up not in _LEVEL and up not in S1_LEVEL_DB:
         raise KeyError(f"the parity providers know no band {name!r}")
     return up
 
@@ -144,7 +148,10 @@ def world_pixels(
     numpy.ndarray
         Integer-valued float32 DN: smooth fields around each band's typical
         level, pixel noise, and small saturated patches above 10000 (so that
-        both sides' clipping is exercised).
+        both sides' clipping is exercised).  Sentinel-1 bands (``VV``, ``VH``)
+        are linear backscatter instead: ``10 ** (dB / 10)`` of a smooth dB
+        field around the band's level with speckle-like noise, not rounded,
+        with small no-data patches of ``0``.
     """
     rows, cols = np.meshgrid(np.arange(row0, row0 + height), np.arange(col0, col0 + width), indexing="ij")
     out = np.empty((len(bands), height, width), dtype=np.float32)
@@ -157,6 +164,11 @@ def world_pixels(
             fy, fx = rng.uniform(-1.5, 1.5, size=2)
             phase = rng.uniform(0, 2 * math.pi)
             field += rng.uniform(0.5, 1.0) * np.sin(2 * math.pi * (fy * (rows % 6400) + fx * (cols % 6400)) / 64 + phase)
+        if name in S1_LEVEL_DB:
+            db = S1_LEVEL_DB[name] + 2.0 * field + 3.0 * (_uniform(rows, cols, key) - 0.5)
+            nodata = _uniform(rows // 6, cols // 6, key ^ 0x5A5A5A5A) < 0.004
+            out[i] = np.where(nodata, 0.0, 10.0 ** (db / 10.0))
+            continue
         level = _LEVEL[name] * rng.uniform(0.8, 1.2)
         noise = (_uniform(rows, cols, key) - 0.5) * (0.05 * level * math.sqrt(12.0))
         img = level * (1.0 + 0.2 * field) + noise
@@ -164,6 +176,14 @@ def world_pixels(
         img = np.where(patch, 10200.0 + 1800.0 * _uniform(rows // 6, cols // 6, key ^ 0x0F0F), img)
         out[i] = np.clip(np.round(img), 0.0, 15000.0)
     return out
+
+
+def s1_units(arr: np.ndarray, linear: bool) -> np.ndarray:
+    """Linear S1 backscatter as served (``linear``), else in dB (``COPERNICUS/S1_GRD``; no-data stays 0)."""
+    if linear:
+        return arr
+    with np.errstate(divide="ignore"):
+        return np.where(arr > 0, 10.0 * np.log10(np.maximum(arr, 1e-30)), 0.0).astype(np.float32)
 
 
 def spatial_bounds(spatial: Any) -> tuple[float, float, float, float]:
@@ -247,6 +267,7 @@ class Case:
     call: str
     year: int | None = None
     window: tuple[str, str] | None = None
+    modality: str | None = None
 
 
 @dataclass
@@ -366,6 +387,12 @@ def build_plan(
     """
     rois: dict[str, Roi] = {}
     cases: list[Case] = []
+    from parity import families
+
+    native = {**families.native(), **(native or {})}
+    # a family's WINDOW replaces the plan's window for its model's cases; its WINDOWS add cases
+    default_window = {m: w for fam in families.families() for m, w in getattr(fam, "WINDOW", {}).items()}
+    extra_windows = {**WINDOWS, **{m: w for fam in families.families() for m, w in getattr(fam, "WINDOWS", {}).items()}}
 
     def roi_for(px: int, scale: int) -> Roi:
         name = f"r{px}_s{scale}"
@@ -388,16 +415,17 @@ def build_plan(
                     cases.append(
                         Case(f"{model}/{output}/{px}px/{prep or 'default'}/single", model, output, (r.name,), prep, "single")
                     )
-            w = px_list[0]
-            h = round(0.625 * w)
-            name = f"rect{h}x{w}_s{scale}"
-            if name not in rois:
-                k = len(rois)
-                lon, lat = round(8.5 + 0.05 * k, 6), round(47.3 + 0.03 * k, 6)
-                box = _mercator_box(lon, lat, w * scale / 2, h * scale / 2)
-                rois[name] = Roi(name, lon, lat, w, scale, box, h)
-            cases.append(Case(f"{model}/{output}/{h}x{w}px-rect/default/single", model, output, (name,), None, "single"))
-            for win, days in WINDOWS.get(model, ()):
+            # rectangles: one that fits a tile once squared, one whose square is tiled (largest size)
+            for w in sorted({px_list[0], max(px_list)}):
+                h = round(0.625 * w)
+                name = f"rect{h}x{w}_s{scale}"
+                if name not in rois:
+                    k = len(rois)
+                    lon, lat = round(8.5 + 0.05 * k, 6), round(47.3 + 0.03 * k, 6)
+                    box = _mercator_box(lon, lat, w * scale / 2, h * scale / 2)
+                    rois[name] = Roi(name, lon, lat, w, scale, box, h)
+                cases.append(Case(f"{model}/{output}/{h}x{w}px-rect/default/single", model, output, (name,), None, "single"))
+            for win, days in extra_windows.get(model, ()):
                 r = roi_for(px_list[0], scale)
                 cases.append(Case(f"{model}/{output}/{px_list[0]}px/default/single/{days}d", model, output,
                                   (r.name,), None, "single", None, win))  # fmt: skip
@@ -405,7 +433,28 @@ def build_plan(
                 names = tuple(roi_for(px, scale).name for px in px_list)
                 cases.append(Case(f"{model}/{output}/{'+'.join(str(p) for p in px_list)}px/default/batch",
                                   model, output, names, None, "batch"))  # fmt: skip
+    for model, mods in families.modalities().items():  # the same calls again with modality=
+        if model not in models:
+            continue
+        scale = models[model]
+        for mod, px0 in mods.items():
+            px_mod = [px0, max(sizes)] if quick else [px0, *sizes[1:]]
+            for output in ("pooled", "grid"):
+                for i, px in enumerate(px_mod):
+                    r = roi_for(px, scale)
+                    for prep in (None,) if i == 0 else (None, "resize"):
+                        cases.append(Case(f"{model}/{output}/{px}px/{prep or 'default'}/single/{mod}", model,
+                                          output, (r.name,), prep, "single", modality=mod))  # fmt: skip
+                if not quick:
+                    names = tuple(roi_for(px, scale).name for px in px_mod)
+                    cases.append(Case(f"{model}/{output}/{'+'.join(str(p) for p in px_mod)}px/default/batch/{mod}",
+                                      model, output, names, None, "batch", modality=mod))  # fmt: skip
     for model, year in (products or {}).items():
+        if model != "copernicus":  # gse, tessera: their own ROIs (parity/products.py)
+            from parity.products import product_cases
+
+            product_cases(model, year, rois, cases)
+            continue
         # a BBox on product pixel edges (lon -180 + k/4, lat 90.125 - k/4: 4 x 3 pixels) and two PointBuffers
         rois["bbox_aligned"] = Roi("bbox_aligned", 8.5, 47.5, 0, 0, (8.0, 47.125, 9.0, 47.875))
         names = ("bbox_aligned", roi_for(8, 10_000).name, roi_for(24, 10_000).name)
@@ -414,4 +463,6 @@ def build_plan(
                 label = "aligned-bbox" if name == "bbox_aligned" else f"{rois[name].px * 10}km"
                 cases.append(Case(f"{model}/{output}/{label}/default/single", model, output, (name,), None, "single", year))
             cases.append(Case(f"{model}/{output}/all/default/batch", model, output, names, None, "batch", year))
+    cases = [replace(c, window=default_window[c.model]) if c.model in default_window and not (c.window or c.year)
+             else c for c in cases]  # fmt: skip
     return Plan(seed=seed, start=start, end=end, rois=rois, cases=cases)

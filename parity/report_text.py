@@ -12,27 +12,13 @@ __all__ = ["DIAGNOSIS", "NOTES", "NOT_COMPARED", "render"]
 #: Hand-written diagnosis of failing rows: a key found in the case id (a model, ``-rect``) -> the text.
 DIAGNOSIS: dict[str, str] = {
     "-rect": (
-        "rectangular ROIs (a 140 x 224 px BBox): rs-embed 0.3.1 enlarges the fetch to the centred EPSG:3857 "
-        "square of real imagery around the ROI (`tools/spatial.square_spatial`: 224 x 224 px here), runs the model "
-        "on it and crops the token grid back to the ROI window (`roi_window_geo`; grid 10 x 14 for patch-16 ViTs, "
-        "5 x 7 for RemoteCLIP's 7 x 7), pooling only the ROI's tokens (RemoteCLIP's pooled vector is then the "
-        "768-d token mean instead of the 512-d CLIP projection). Ours fetches the 140 x 224 window itself (raw "
-        "pixels differ: other window), `input_prep` tiles it as one tile padded at the bottom by edge "
-        "replication, and returns the full 14 x 14 (7 x 7) grid and the pooled vector of the padded image. "
-        "Where the two pipelines part: the fetch (square vs ROI window), hence the model input, the grid "
-        "extent, and the pooled vector. To match, our fetch step needs rs-embed's fetch-square and crop-back "
-        "for square-input models (the reference notes, sections 4.5 and 5.3)."
-    ),
-    "copernicus": (
-        "the file is read identically (pooled over a BBox on product pixel edges passes, max abs diff ~1e-7). "
-        "The other rows differ by three design choices, not by reading: (1) ROI footprint: rs-embed turns a "
-        "PointBuffer into a degree box with `buffer_m / (111320 m * cos(lat))`, i.e. takes `buffer_m` as ground "
-        "metres, whereas ours uses the Web-Mercator square of the common grid (`buffer_m` as EPSG:3857 metres, "
-        "ground half side `buffer_m * cos(lat)`, 0.68x at 47 N), the convention rs-embed itself uses for "
-        "provider ROIs; (2) pixel selection: rs-embed pools every product pixel the box touches (floor/ceil), "
-        "ours the pixels whose centres lie inside; (3) grid: rs-embed returns the native EPSG:4326 0.25-degree "
-        "pixels, ours resamples them (nearest) onto the EPSG:3857 common grid at 27.8 km, so the grid shapes "
-        "differ even for the aligned box (3x4 vs 5x4). Whether to follow rs-embed here is a product decision."
+        "rectangular ROIs (BBoxes of 0.625 x the model's native size, and of the largest size, whose square is "
+        "tiled): both packages fetch the centred EPSG:3857 square around the box, run the model on it and cut the "
+        "grid back to the ROI window (`roi_window_geo` rounded to 6 decimals; token rows floor(y0 h)..ceil(y1 h)); "
+        "pooled vectors are the mean of the ROI's tokens, or, for a tiled square, the tile vectors weighted by "
+        "their area inside the ROI (`rs_embed_dask/fetch_square.py`, rs-embed's `tools/spatial.py`, "
+        "`tools/shape.py`, `tools/tiling._aggregate_tiled_embeddings`). A failing row here means the two "
+        "disagree on the square (raw pixel hashes), the window, or the cut."
     ),
 }
 
@@ -44,27 +30,24 @@ NOTES: dict[str, str] = {
         "rounded to 7 digits (`FMOW_MEAN = (0.4182007, ...)`) where rs-embed uses rshf's config values "
         "(`0.4182007312774658, ...`). Harmless (outputs agree to ~4e-7 relative)."
     ),
+    "tessera": (
+        "pooled vectors differ by ~1e-5 (~1e-6 relative): rs-embed averages in float32, ours in float64; grids are "
+        "bit-identical. Both read geotessera 0.10's offline layout written once by `parity/products_tessera.py`."
+    ),
+    "gse": (
+        "both packages read one fake Earth Engine (`parity/products_gse.py`) at the `ee.data` boundary: rs-embed's "
+        "`sampleRectangle` (split in two for the 520x530 px box over the 262144-pixel limit) and our "
+        "`computePixels`; masked pixels are NaN on both sides at the same cells (`compare.metrics` checks the masks)."
+    ),
+    "copernicus": (
+        "a local sparse GeoTIFF stands in for `embed_map_310k.tif` (`parity/products.py`); both take a "
+        "PointBuffer's `buffer_m` as ground metres (a degree box), pool every product pixel the box touches and "
+        "return the native EPSG:4326 grid."
+    ),
 }
 
 #: Models both packages offer that the harness does not compare yet, and why.
-NOT_COMPARED = {
-    "gse": "precomputed (Earth Engine `GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL`), needs a fake at the Earth Engine "
-    "boundary that both processes load. rs-embed reads pixels with `ee.Image.sampleRectangle(...).getInfo()` "
-    "(`ee.data.computeValue`), ours with `ee.data.computePixels`. The project's `tests/fake_ee.py` fakes the "
-    "boundary for ours only: it imports `rs_embed_dask`, which `.venv-parity` lacks, and it does not evaluate "
-    "`sampleRectangle`. Not built yet.",
-    "tessera": "precomputed (GeoTessera tiles), needs a local geotessera cache that both sides read offline. Ours "
-    "reads the tile files directly (geotessera's path helpers) under `cache_dir`. rs-embed builds "
-    "`GeoTessera(cache_dir=...)` and calls `registry.load_blocks_for_region`. geotessera 0.10 uses `cache_dir` only "
-    "for its registry files: it first loads the embeddings manifest (`manifest.parquet`, a GeoDataFrame "
-    "downloaded from the geotessera mirror) and the land-mask registry. It then looks for tiles under "
-    "`embeddings_dir`, which defaults to the process's working directory, because rs-embed does not pass one. "
-    "A fake therefore needs the manifest and land-mask parquet files in geotessera's format plus the `.npy` tiles "
-    "and land-mask GeoTIFFs in two places. On Python 3.11, `.venv-parity` also pins `zarr<3.2` below "
-    "geotessera's `zarr>=3.3`, because zarr 3.3 and later need Python 3.12; geotessera imports, but nothing has "
-    "read tiles with it. Not built yet.",
-    "copernicus": "precomputed (`embed_map_310k.tif`); compared with a local sparse GeoTIFF (`parity/products.py`).",
-}
+NOT_COMPARED: dict[str, str] = {}
 
 
 def _verdict_counts(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -125,7 +108,9 @@ def render(
         "## What is compared",
         "",
         "* **Same weights.** Seeded random checkpoints (`parity/weights.py`), built with rs-embed's own model classes "
-        "(rshf `RemoteCLIP`, `SatMAE`, `ScaleMAE`; rs-embed's vendored DOFA and Prithvi) in the format of the published "
+        "(rshf `RemoteCLIP`, `SatMAE`, `ScaleMAE`, `SatMAEPP`; rs-embed's vendored DOFA, Prithvi, THOR, TerraFM, "
+        "SatMAE++ S2 and Clay; terratorch's TerraMind; olmoearth-pretrain-minimal's OlmoEarth; recipes of the "
+        "later families in `parity/families/`) in the format of the published "
         "files, written into a temporary Hugging Face hub cache (`models--org--name/snapshots/<rev>/...`, `refs/main`) "
         "read offline (`HF_HUB_OFFLINE=1`) by both packages as their *default* checkpoint. Where our loader reads "
         "another file of the same checkpoint it is converted (RemoteCLIP: rshf `model.safetensors` with keys "
@@ -136,7 +121,7 @@ def render(
         "one deterministic Sentinel-2-like world (`parity/inputs.py`: integer DN, smooth fields around per-band "
         "levels, pixel noise, small saturated patches above 10000) defined on the lattice of the common EPSG:3857 grid, "
         "so the same window gives the same array and different windows of one ROI overlap consistently. ROIs are "
-        "`PointBuffer`s of exactly N x N pixels, plus one 140 x 224 px `BBox` per model (fetch-square behaviour). "
+        "`PointBuffer`s of exactly N x N pixels, plus two rectangular `BBox`es per model (140 x 224 px, and 188 x 300 px whose square is tiled: fetch-square behaviour); S1 VV/VH for the `modality=\"s1\"` cases. "
         "Every request is logged with the sha256 of the float32 array served (column *raw pixels*: whether both "
         "sides were served the same arrays, the first hash and how many others; every hash is in "
         "`build/parity/{rsembed,ours}.json`).",
@@ -188,6 +173,23 @@ def render(
                 if "sorted_tokens" in ev and "rel" in ev["sorted_tokens"]:
                     e = ev["sorted_tokens"]
                     bits.append(f"tokens sorted on both sides: max abs diff {e['max_abs']:.2e}, min cosine {e['cos']:.6f}")
+                if "ours_grid_mean_vs_rsembed" in ev and "rel" in ev["ours_grid_mean_vs_rsembed"]:
+                    e = ev["ours_grid_mean_vs_rsembed"]
+                    bits.append(f"rs-embed {tuple(r['shape_ref'])} here but {tuple(ev['rsembed_square_shape'])} for "
+                                f"the square ROI `{ev['square_roi']}`; ours {tuple(r['shape_ours'])} for both; the mean "
+                                f"of our {tuple(ev['grid_shape_ours'])} grid vs rs-embed's vector: max abs diff "
+                                f"{e['max_abs']:.2e} (rel {e['rel']:.2e}), cosine {e['cos']:.6f}")  # fmt: skip
+                    if ev.get("rsembed_other_rect"):
+                        name, shape = ev["rsembed_other_rect"]
+                        bits.append(f"rs-embed {tuple(shape)} for the tiled rectangle `{name}`")
+                if "control_grid_mean_vs_ours" in ev and "rel" in ev["control_grid_mean_vs_ours"]:
+                    e = ev["control_grid_mean_vs_ours"]
+                    bits.append(f"mean of the control run's grid for this ROI vs ours: max abs diff {e['max_abs']:.2e} "
+                                f"(rel {e['rel']:.2e}), cosine {e['cos']:.6f}")  # fmt: skip
+                if "rsembed_grid_mean_vs_rsembed_pooled" in ev and "rel" in ev["rsembed_grid_mean_vs_rsembed_pooled"]:
+                    e = ev["rsembed_grid_mean_vs_rsembed_pooled"]
+                    bits.append(f"rs-embed's own grid and pooled calls on this ROI disagree: mean of its grid vs its "
+                                f"pooled vector, max abs diff {e['max_abs']:.2e} (rel {e['rel']:.2e})")  # fmt: skip
                 if "unshuffled_vs_ours" in ev and "rel" in ev["unshuffled_vs_ours"]:
                     e = ev["unshuffled_vs_ours"]
                     bits.append(f"rs-embed with `random_masking` replaced by the identity vs ours: max abs diff "
@@ -216,5 +218,9 @@ def render(
     out += ["", "## How to run", "", "```", "make parity                                      # builds .venv-parity once "
             "(~2 min with the pip cache), writes docs/parity.md", "make parity PARITY_ARGS=\"--models dofa prithvi\"",
             "make parity PARITY_ARGS=\"--quick\"                # native and largest size, single calls only",
+            "# one family at a time, then one report from the runs (every model's full matrix takes hours on 2 cores):",
+            ".venv/bin/python -m parity.run --models thor --quick --workdir build/parity-thor --report build/parity-thor/parity.md",
+            ".venv/bin/python -m parity.merge --from build/parity-rect build/parity-thor ... --workdir build/parity-all "
+            "--report docs/parity.md",
             "```", "", "Outputs, logs and the random checkpoints (~4 GB, reused) stay in `build/parity/`.", ""]  # fmt: skip
     return "\n".join(out)

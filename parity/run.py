@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: on-the-fly models both packages offer -> default fetch scale (m)
 MODELS = {"remoteclip": 10, "satmae": 10, "scalemae": 10, "dofa": 10, "prithvi": 30, **families.models()}
 #: precomputed products compared with local stand-ins -> the year they cover
-PRODUCTS = {"copernicus": 2021}
+PRODUCTS = {"copernicus": 2021, "gse": 2022, "tessera": 2021}
 SEED = 20260512
 
 
@@ -49,6 +49,7 @@ def side_env(workdir: Path, threads: int | None) -> dict[str, str]:
         HUGGINGFACE_HUB_CACHE=str(hf / "hub"),
         HF_HUB_OFFLINE="1",
         RS_EMBED_COP_DIR=str(workdir / "copernicus"),
+        RS_EMBED_TESSERA_CACHE=str(workdir / "tessera"),
         TRANSFORMERS_OFFLINE="1",
         HF_HUB_DISABLE_TELEMETRY="1",
         RS_EMBED_PLAIN_WARNINGS="1",
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             prod_rois = {n for c in plan.cases if c.model == "copernicus" for n in c.rois}
             write_copernicus(workdir / "copernicus", args.seed, [plan.rois[n] for n in sorted(prod_rois)])
             timings["copernicus GeoTIFF"] = time.perf_counter() - t0
+        if "tessera" in args.models:
+            from parity.products_tessera import write_tessera
+
+            t0 = time.perf_counter()
+            write_tessera(workdir / "tessera", args.seed)
+            timings["tessera tiles"] = time.perf_counter() - t0
         common = ["--plan", str(plan_path), "--hub", str(hub), "--models", *args.models]
         timings["weights (rs-embed format)"] = _run(
             [args.parity_python, "-m", "parity.sides.rsembed_side", "weights", *common], env, log

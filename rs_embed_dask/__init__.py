@@ -15,7 +15,14 @@ from rs_embed_dask.api_data import (
     get_embeddings_batch_from_data,
     list_models_for_data,
 )
-from rs_embed_dask.core.errors import ModelError, ProviderError, RSEmbedError, SpecError
+from rs_embed_dask.core.errors import (
+    ExportIntegrityError,
+    ExportLockedError,
+    ModelError,
+    ProviderError,
+    RSEmbedError,
+    SpecError,
+)
 from rs_embed_dask.core.registry import (
     describe_model,
     list_models,
@@ -61,7 +68,9 @@ __all__ = [
     "BatchExporter",
     "Embedding",
     "ExportConfig",
+    "ExportIntegrityError",
     "ExportLayout",
+    "ExportLockedError",
     "ExportModelRequest",
     "ExportResult",
     "ExportTarget",

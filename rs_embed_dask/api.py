@@ -249,6 +249,8 @@ def prepare_request(
         The named provider is not registered.
     """
     check_common(backend=backend, device=device, modality=modality, provider_options=provider_options)
+    from rs_embed_dask.export.paths import absolute_model_config, absolute_provider_options
+
     device = check_device(device)
     output = _check_output(output)
     rm = resolve_model(
@@ -257,10 +259,11 @@ def prepare_request(
         sensor=sensor,
         fetch=fetch,
         modality=modality,
-        model_config=dict(model_kwargs) if model_kwargs else None,
+        model_config=absolute_model_config(dict(model_kwargs)) if model_kwargs else None,
         output_mode=output.mode,
     )
     check_request_models((rm,), provider_options)  # provider options, bands
+    provider_options = absolute_provider_options([rm.backend], provider_options)  # workers have other folders
     return EmbedRequest(
         model=str(model),
         resolved=rm,

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rs_embed_dask import tiling
+from rs_embed_dask import fetch_square, tiling
 from rs_embed_dask.core.errors import ModelError, TransientProviderError
+from rs_embed_dask.core.registry import get_model_class
 from rs_embed_dask.core.specs import InputPrepSpec, OutputSpec, SpatialSpec, TemporalSpec, resolve_input_prep
 from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.providers.base import FetchResult
@@ -58,11 +59,31 @@ def fetch_input(
     *,
     provider_options: Mapping[str, Any] | None = None,
 ) -> FetchResult:
-    """Fetch the input ``model`` reads for one ROI from its provider."""
+    """Fetch the input ``model`` reads for one ROI from its provider.
+
+    A square-input model (``Embedder.square_fetch``) fetches a rectangular
+    BBox as the centred square around it; the fetch meta then carries the
+    ROI's window, and :func:`embed_batch` cuts the output back to it
+    (:mod:`rs_embed_dask.fetch_square`).
+    """
     if model.sensor is None:
         raise ModelError(f"Model {model.name!r} has no sensor to fetch.")
     provider = get_provider(model.backend, provider_options)
-    return provider.fetch(spatial, temporal, model.sensor, n_frames=model.n_frames)
+    extra: dict[str, Any] = {}
+    if fetch_square.squares_fetch(get_model_class(model.canonical)):
+        spatial, extra = fetch_square.square_fetch_request(spatial, model.sensor.scale_m)
+    # a model with its own time bins (olmoearth's 30-day bins) names them; others get equal bins
+    bins = None
+    if model.n_frames is not None:
+        frame_bins = getattr(get_model_class(model.canonical)(model.config_dict), "frame_bins", None)
+        bins = frame_bins(temporal) if frame_bins is not None else None
+    kw: dict[str, Any] = {"bins": bins} if bins else {}
+    fr = provider.fetch(spatial, temporal, model.sensor, n_frames=model.n_frames, **kw)
+    # a model whose rs-embed fetch cleans the array (thor clips S2 DN) does it here, before input_prep
+    post = getattr(get_model_class(model.canonical), "fetch_postprocess", None)
+    if post is not None:
+        fr = FetchResult(data=post(fr.data, model.sensor), meta=fr.meta)
+    return FetchResult(data=fr.data, meta={**fr.meta, **extra}) if extra else fr
 
 
 def _run_model(
@@ -70,18 +91,27 @@ def _run_model(
     model: ResolvedModel,
     arrays: Sequence[np.ndarray],
     contexts: Sequence[Mapping[str, Any]],
-    output: OutputSpec,
+    outputs: Sequence[OutputSpec],
     step: int,
 ) -> list[Embedding]:
-    out: list[Embedding] = []
-    for s in range(0, len(arrays), step):
-        part = embedder.embed_inputs(arrays[s : s + step], output=output, contexts=contexts[s : s + step])
-        if len(part) != len(arrays[s : s + step]):
-            raise ModelError(
-                f"Model {model.name!r} returned {len(part)} embeddings for {len(arrays[s : s + step])} inputs."
+    """Model calls of ``step`` arrays that share an output spec; results in input order."""
+    out: list[Embedding | None] = [None] * len(arrays)
+    groups: dict[OutputSpec, list[int]] = {}
+    for i, o in enumerate(outputs):
+        groups.setdefault(o, []).append(i)
+    for output, idx in groups.items():
+        for s in range(0, len(idx), step):
+            part_idx = idx[s : s + step]
+            part = embedder.embed_inputs(
+                [arrays[i] for i in part_idx], output=output, contexts=[contexts[i] for i in part_idx]
             )
-        out.extend(part)
-    return out
+            if len(part) != len(part_idx):
+                raise ModelError(
+                    f"Model {model.name!r} returned {len(part)} embeddings for {len(part_idx)} inputs."
+                )
+            for i, e in zip(part_idx, part, strict=True):
+                out[i] = e
+    return [e for e in out if e is not None]
 
 
 def embed_batch(
@@ -132,30 +162,43 @@ def embed_batch(
     """
     embedder = get_embedder(model.canonical, model.config_dict, device)
     prep = input_prep if isinstance(input_prep, InputPrepSpec) else resolve_input_prep(input_prep)
+    square = fetch_square.squares_fetch(embedder)
+    windows = [fetch_square.roi_window(c.get("fetch_meta")) if square else None for c in contexts]
+    if not square:  # a fetch squared for another model that shares it: this model reads the ROI's pixels
+        inputs = [
+            fetch_square.roi_input(np.asarray(x), c.get("fetch_meta"))
+            for x, c in zip(inputs, contexts, strict=True)
+        ]
     decisions = [tiling.plan_input_prep(prep, embedder, output, tuple(np.shape(x))[-2:]) for x in inputs]
     arrays: list[np.ndarray] = []
     job_ctx: list[Mapping[str, Any]] = []
+    job_out: list[OutputSpec] = []
     spans: list[tuple[int, int]] = []
-    for x, ctx, dec in zip(inputs, contexts, decisions, strict=True):
+    for x, ctx, dec, win in zip(inputs, contexts, decisions, windows, strict=True):
         first = len(arrays)
         arr = tiling.snap_input(np.asarray(x), dec.input_hw)
         if dec.plan is None:
             arrays.append(arr)
-            job_ctx.append(ctx)
+            # a one-tile "tile" call: size-flexible models (thor) resize it as rs-embed's tiler does
+            job_ctx.append({**ctx, "input_prep_mode": dec.meta.get("resolved_mode")})
+            job_out.append(fetch_square.inner_output(embedder, output, win))
         else:
             for tile, m in zip(tiling.extract_tiles(arr, dec.plan), dec.plan.tiles(), strict=True):
                 arrays.append(tile)
                 sp = ctx.get("spatial")
                 job_ctx.append({**ctx, "spatial": tiling.tile_spatial(sp, m, dec.input_hw), "tile": m})
+                job_out.append(output)
         spans.append((first, len(arrays)))
     step = max(1, int(batch_size or len(arrays) or 1))
-    results = _run_model(embedder, model, arrays, job_ctx, output, step)
+    results = _run_model(embedder, model, arrays, job_ctx, job_out, step)
     out: list[Embedding] = []
-    for (a, b), dec, x in zip(spans, decisions, inputs, strict=True):
+    for (a, b), dec, x, win in zip(spans, decisions, inputs, windows, strict=True):
         if dec.plan is None:
-            emb = results[a]
+            emb = results[a] if win is None else fetch_square.crop_embedding(results[a], win, output)
         else:
-            emb = _merge_tiles(results[a:b], dec, output, tuple(np.shape(x))[-2:])
+            emb = _merge_tiles(results[a:b], dec, output, tuple(np.shape(x))[-2:], win)
+        if win is not None:
+            dec.meta["roi_cropped"] = True
         out.append(emb)
     for emb, ctx, dec in zip(out, contexts, decisions, strict=True):
         finalize_meta(emb, model, output, ctx, prep, prep_meta=dec.meta)
@@ -163,9 +206,17 @@ def embed_batch(
 
 
 def _merge_tiles(
-    parts: Sequence[Embedding], dec: tiling.PrepDecision, output: OutputSpec, orig_hw: tuple[int, ...]
+    parts: Sequence[Embedding],
+    dec: tiling.PrepDecision,
+    output: OutputSpec,
+    orig_hw: tuple[int, ...],
+    window: tuple[float, float, float, float] | None = None,
 ) -> Embedding:
-    """One embedding from the embeddings of a plan's tiles (stitched grid or pooled reduce)."""
+    """One embedding from the embeddings of a plan's tiles (stitched grid or pooled reduce).
+
+    With a fetch-square ``window`` the stitched grid is cut back to the ROI
+    and the pooled merge weights each tile by the area it owns inside the ROI.
+    """
     assert dec.plan is not None
     meta = dict(parts[0].meta)
     prep_meta = dec.meta
@@ -174,15 +225,28 @@ def _merge_tiles(
         # stitch in input row order, then give the model's native orientation back
         grids = [p.to_numpy()[..., ::-1, :] if south_up else p.to_numpy() for p in parts]
         data = tiling.stitch_grids(grids, dec.plan)
+        hw = [int(data.shape[-2]), int(data.shape[-1])]
+        prep_meta.update(merged_output="grid_stitch", stitched_grid_shape=hw, stitch_policy="midpoint_cut")
+        if window is not None:
+            data = fetch_square.crop_grid(data, window)
+            hw = [int(data.shape[-2]), int(data.shape[-1])]
+            prep_meta["roi_grid_shape"] = list(hw)
+            meta[fetch_square.WINDOW_KEY] = list(window)
         if south_up:
             data = np.ascontiguousarray(data[..., ::-1, :])
-        hw = [int(data.shape[-2]), int(data.shape[-1])]
         for key in ("grid_hw", "grid_shape", "grid_hw_tokens"):
             if key in meta:
                 meta[key] = list(hw)
-        prep_meta.update(merged_output="grid_stitch", stitched_grid_shape=hw, stitch_policy="midpoint_cut")
     else:
-        data = tiling.pool_tiles([p.to_numpy() for p in parts], dec.plan, output.pooling)
+        vecs = [p.to_numpy() for p in parts]
+        roi_vec = None
+        if window is not None:
+            rows, cols = dec.plan.owned()
+            rects = [(r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols]
+            weights = fetch_square.roi_tile_weights(rects, window, dec.plan.input_hw)
+            roi_vec = fetch_square.roi_pool_tiles(vecs, weights, output.pooling)
+            meta[fetch_square.WINDOW_KEY] = list(window)
+        data = roi_vec if roi_vec is not None else tiling.pool_tiles(vecs, dec.plan, output.pooling)
         prep_meta.update(merged_output="pooled_reduce")
     meta["input_hw"] = [int(orig_hw[0]), int(orig_hw[1])]
     return Embedding(data=data, meta=meta)

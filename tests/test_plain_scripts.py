@@ -110,6 +110,7 @@ def _run(
     path = cwd / script.name
     path.write_text(script.read_text() if source is None else source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env["RS_EMBED_DASK_IN_PROCESS_CHUNKS"] = "0"  # these scripts test the cluster path, even for a few ROIs
     return subprocess.run(
         [sys.executable, path.name],
         cwd=cwd,

@@ -13,6 +13,22 @@ A family module (``parity/families/<family>.py``) may define:
     Optional: write the state in a format other than ``.safetensors`` / ``torch.save`` of a flat dict.
 ``ours_weights(model, src, dst)``
     Optional: derive our checkpoint file from rs-embed's where the two read different files.
+``MODALITIES``
+    Optional ``{model: {modality: native size (px)}}``: the model's cases again with ``modality=``.
+``NATIVE``
+    Optional ``{model: native input size (px)}``, replacing the plan's first ROI size.
+``WINDOW``
+    Optional ``{model: (start, end)}``: the time window of the model's cases instead of the plan's.
+``WINDOWS``
+    Optional ``{model: (((start, end), days), ...)}``: extra single cases at other windows (as :data:`parity.inputs.WINDOWS`).
+``KNOWN``
+    Optional entries of :data:`parity.compare.KNOWN` (``{(model, output): explanation}``); a
+    failing row of one is an exception when the model's control run (or its sorted grid tokens)
+    matches ours.
+``control(model)``
+    Optional context manager (rs-embed side): the control run of the model's grid cases and
+    pooled rectangle cases (e.g. MAE ``random_masking`` replaced by the identity), saved with
+    satmae's.
 
 Modules must import neither package at import time (both sides import this package).
 """
@@ -23,7 +39,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-__all__ = ["families", "family_of", "hub_files", "models"]
+__all__ = ["families", "family_of", "hub_files", "known", "modalities", "models", "native"]
 
 
 def families() -> list[ModuleType]:
@@ -44,6 +60,30 @@ def hub_files() -> dict[str, dict[str, tuple[str, ...]]]:
     out: dict[str, dict[str, tuple[str, ...]]] = {}
     for fam in families():
         out.update(getattr(fam, "HUB_FILES", {}))
+    return out
+
+
+def modalities() -> dict[str, dict[str, int]]:
+    """``{model: {modality: native size}}`` over every family."""
+    out: dict[str, dict[str, int]] = {}
+    for fam in families():
+        out.update(getattr(fam, "MODALITIES", {}))
+    return out
+
+
+def native() -> dict[str, int]:
+    """``{model: native input size}`` over every family."""
+    out: dict[str, int] = {}
+    for fam in families():
+        out.update(getattr(fam, "NATIVE", {}))
+    return out
+
+
+def known() -> dict[tuple[str, str], str]:
+    """The families' justified-exception texts, ``{(model, output): explanation}``."""
+    out: dict[tuple[str, str], str] = {}
+    for fam in families():
+        out.update(getattr(fam, "KNOWN", {}))
     return out
 
 

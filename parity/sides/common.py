@@ -73,6 +73,8 @@ def call_case(pkg: Any, plan: Plan, case: Case, provider: str) -> list[Any]:
     output = pkg.OutputSpec.grid() if case.output == "grid" else pkg.OutputSpec.pooled()
     backend = "auto" if case.year else provider
     kw = {"temporal": temporal, "output": output, "backend": backend, "device": "cpu", "input_prep": case.input_prep}
+    if getattr(case, "modality", None):
+        kw["modality"] = case.modality
     if case.call == "batch":
         return list(pkg.get_embeddings_batch(case.model, spatials=spatials, **kw))
     return [pkg.get_embedding(case.model, spatial=spatials[0], **kw)]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from parity.families import family_of
-from parity.inputs import Case, Plan, world_pixels
+from parity.inputs import S1_LEVEL_DB, Case, Plan, canonical_band, s1_units, world_pixels
 from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import HUB_FILES, convert_remoteclip, snapshot_dir, write_snapshot
 
@@ -74,6 +74,8 @@ def make_provider_class() -> type:
             start, end = dates[0].isoformat(), dates[1].isoformat()
             win = (window.row_off, window.col_off, window.height, window.width)
             arr = world_pixels(_PLAN.seed, list(sensor.bands), start, end, *win, float(window.scale_m))
+            if set(canonical_band(b) for b in sensor.bands) <= set(S1_LEVEL_DB):
+                arr = s1_units(arr, bool(sensor.use_float_linear))
             lon0, lat0, lon1, lat1 = window.lonlat_bounds()
             try:
                 tol = 2.0 * float(window.scale_m) / 111_000.0  # the lattice snap moves the centre < 1 px
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     import rs_embed_dask as rd
 
     rd.register_provider(PROVIDER, make_provider_class(), overwrite=True)
+    if "gse" in args.models:  # the shared fake Earth Engine (parity/products_gse.py)
+        from parity.products_gse import install
+
+        install(_PLAN.seed, log=lambda label, arr: _LOG.add(f"gse {label}", ["A00-A63"], "", "", arr))
     torch.manual_seed(0)
     cases = [c for c in _PLAN.cases if c.model in args.models]
     run_cases(

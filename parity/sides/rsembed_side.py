@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from parity.families import family_of
-from parity.inputs import Case, Plan, lattice_window, mercator, spatial_bounds, world_pixels
+from parity.inputs import Case, Plan, lattice_window, mercator, s1_units, spatial_bounds, world_pixels
 from parity.sides.common import FetchLog, call_case, run_cases
 from parity.weights import (
     HUB_FILES,
@@ -251,6 +251,15 @@ def make_provider_class() -> type:
                       for b in split_date_range(start, end, n_frames)]  # fmt: skip
             return np.stack(frames, axis=0)
 
+        def fetch_s1_vvvh_raw_chw_with_meta(self, *, spatial: Any, temporal: Any, scale_m: Any = 10,
+                                            use_float_linear: bool = True,
+                                            **_: Any) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+            arr = self._serve(spatial, temporal, ("VV", "VH"), float(scale_m))
+            return s1_units(arr, bool(use_float_linear)), {}
+
+        def fetch_s1_vvvh_raw_chw(self, **kw: Any) -> np.ndarray:
+            return self.fetch_s1_vvvh_raw_chw_with_meta(**kw)[0]
+
         def _serve(self, spatial: Any, temporal: Any, bands: Any, scale: float,
                    window: tuple[str, str] | None = None) -> np.ndarray:  # fmt: skip
             assert _PLAN is not None
@@ -268,6 +277,14 @@ def _call(case: Case) -> list[Any]:
     import rs_embed
 
     assert _PLAN is not None
+    if case.model == "tessera":
+        # rs-embed leaves geotessera's embeddings_dir at its default, the working directory
+        cwd = os.getcwd()
+        os.chdir(os.environ["RS_EMBED_TESSERA_CACHE"])
+        try:
+            return call_case(rs_embed, _PLAN, case, PROVIDER)
+        finally:
+            os.chdir(cwd)
     return call_case(rs_embed, _PLAN, case, PROVIDER)
 
 
@@ -319,6 +336,14 @@ def main(argv: list[str] | None = None) -> int:
 
     workarounds = {m: w for m in args.models if (w := config_json_workaround(hub, _PLAN.seed, m))}
     register_provider(PROVIDER, make_provider_class())
+    if "gse" in args.models:  # the shared fake Earth Engine (parity/products_gse.py)
+        from parity.products_gse import install
+
+        install(_PLAN.seed, log=lambda label, arr: _LOG.add(f"gse {label}", ["A00-A63"], "", "", arr))
+    if "tessera" in args.models:  # geotessera offline: registry files from the cache, no HTTP
+        from parity.products_tessera import offline_geotessera
+
+        offline_geotessera()
     import torch
 
     torch.manual_seed(0)
@@ -330,11 +355,19 @@ def main(argv: list[str] | None = None) -> int:
         extra={"version": rs_embed.__version__, "torch": torch.__version__, "python": sys.version.split()[0],
                "workarounds": workarounds, "threads": torch.get_num_threads()},
     )  # fmt: skip
-    control = [c for c in cases if c.model == "satmae" and c.output == "grid"]
+    # families with a control (parity/families/*.py ``control``) join satmae's control run
+    ctl_models = {"satmae"} | {c.model for c in cases if hasattr(family_of(c.model), "control")}
+    # a family's pooled rectangle is pooled from its cut-back grid: it joins the control run too
+    control = [c for c in cases if c.model in ctl_models
+               and (c.output == "grid" or (c.model != "satmae" and "-rect/" in c.id))]  # fmt: skip
     if control:
-        with satmae_tokens_in_order():
+        from contextlib import ExitStack
+
+        with satmae_tokens_in_order(), ExitStack() as stack:
+            for m in sorted(ctl_models - {"satmae"}):
+                stack.enter_context(family_of(m).control(m))  # type: ignore[union-attr]
             run_cases(_PLAN, control, _call, _LOG, f"{args.out}_control.npz", f"{args.out}_control.json",
-                      side="rs-embed control: satmae random_masking -> identity")  # fmt: skip
+                      side=f"rs-embed control: {', '.join(sorted(ctl_models))} random_masking -> identity")  # fmt: skip
     return 0
 
 

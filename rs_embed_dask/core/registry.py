@@ -51,9 +51,15 @@ _BUILTIN_MODELS: dict[str, str] = {
     "remoteclip": "rs_embed_dask.models.remoteclip:RemoteCLIPEmbedder",
     "satmae": "rs_embed_dask.models.satmae:SatMAEEmbedder",
     "scalemae": "rs_embed_dask.models.scalemae:ScaleMAEEmbedder",
+    "satmaepp": "rs_embed_dask.models.satmaepp:SatMAEPPEmbedder",
+    "clay": "rs_embed_dask.models.clay:ClayEmbedder",
     "dofa": "rs_embed_dask.models.dofa:DOFAEmbedder",
+    "terrafm": "rs_embed_dask.models.terrafm:TerraFMEmbedder",
+    "thor": "rs_embed_dask.models.thor:ThorEmbedder",
     "tessera": "rs_embed_dask.models.tessera:TesseraEmbedder",
     "copernicus": "rs_embed_dask.models.copernicus:CopernicusEmbedder",
+    "terramind": "rs_embed_dask.models.terramind:TerraMindEmbedder",
+    "olmoearth": "rs_embed_dask.models.olmoearth:OlmoEarthEmbedder",
 }
 _BUILTIN_PROVIDERS: dict[str, str] = {
     "synthetic": "rs_embed_dask.providers.synthetic:SyntheticProvider",
@@ -70,6 +76,10 @@ _MODEL_ALIASES: dict[str, str] = {
     "remoteclip_s2rgb": "remoteclip",
     "satmae_rgb": "satmae",
     "scalemae_rgb": "scalemae",
+    "thor_1_0_base": "thor",
+    "satmae++": "satmaepp",
+    "satmaepp_rgb": "satmaepp",
+    "terrafm_b": "terrafm",
 }
 
 _models: dict[str, Any] = {}

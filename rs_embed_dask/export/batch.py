@@ -120,6 +120,9 @@ def export_batch(
         fmt_override=fmt_override,
         provider_options=provider_options,
     )
+    from rs_embed_dask.validation.preflight import preflight_export
+
+    preflight_export(plan, client)  # target, device, weights, credentials: before a cluster starts
     return run_export(plan, client=client)
 
 
@@ -149,6 +152,9 @@ def export_npz(
     out = str(out_path)
     if not out.endswith(".npz"):
         out += ".npz"
+    from rs_embed_dask.validation.preflight import check_target_writable
+
+    check_target_writable(out, kind="file")  # before the folder is made
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     result = export_batch(
         spatials=[spatial],

@@ -11,6 +11,7 @@ any number of ROIs and caps concurrent provider requests across the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -26,17 +27,21 @@ from rs_embed_dask.core.types import ExportLayout
 from rs_embed_dask.export import tasks
 from rs_embed_dask.export.blocks import as_block
 from rs_embed_dask.export.identity import check_resume_identity, resume_identity
+from rs_embed_dask.export.inline import active_client, inline_client, run_in_process
+from rs_embed_dask.export.killed import killed_worker_error
 from rs_embed_dask.export.lock import target_lock
 from rs_embed_dask.export.npz_parts import parts_dir
+from rs_embed_dask.export.paths import check_workers_see
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
-from rs_embed_dask.export.store import OK, OK_RAGGED, UNBOUNDED, open_root, resize_items
+from rs_embed_dask.export.store import OK, OK_RAGGED, UNBOUNDED, drop_consolidated, open_root, resize_items
 from rs_embed_dask.export.tidy import (
     read_folder_manifest,
     remove_stale_tmp,
     write_folder_manifest,
 )
+from rs_embed_dask.export.zarr_views import drop_views
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
 
 __all__ = ["run_export"]
@@ -208,7 +213,16 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
             done = _combined_already_done(plan)
             if done is not None:
                 return done
-        with export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress) as cl:
+        if run_in_process(plan, client):  # a few chunks: no cluster to start
+            runner = inline_client()
+        else:
+            runner = export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress)
+        external = client is not None or active_client() is not None
+        with runner as cl:
+            if external and not getattr(cl, "in_process", False):
+                # a client of someone else's cluster: its workers may not see this machine's folders
+                folder = target if plan.layout == ExportLayout.PER_ITEM else os.path.dirname(target)
+                check_workers_see(cl, folder, what="the export target's folder")
             if plan.layout == ExportLayout.PER_ITEM:
                 return _run_per_item(cl, plan)
             return _run_combined(cl, plan)
@@ -235,6 +249,9 @@ def _drain(
                 for g in list(inflight) + list(fetch_pending):
                     g.cancel()
                 progress.close()
+                killed = killed_worker_error(exc, sub.plan.config)  # a worker died: name what to lower
+                if killed is not None:
+                    raise killed from exc
                 raise exc
             res = f.result()
             results.append(res)
@@ -249,7 +266,8 @@ def _run_chunks(client: Any, plan: ExportPlan, submit_write: Any, chunk_iter: It
     results: list[Any] = []
     from distributed import as_completed
 
-    finished = as_completed(loop=client.loop)
+    # an in-process run (export.inline) has every future done when submitted
+    finished = client.as_completed() if getattr(client, "in_process", False) else as_completed(loop=client.loop)
     for start, block, extra in chunk_iter:
         _drain(client, sub, inflight, fetch_pending, progress, results,
                block_until=sub.max_in_flight - 1, fetch_block_until=sub.fetch_slots - 1, finished=finished)  # fmt: skip
@@ -417,6 +435,9 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> tuple[list[Any], bool]:
 
     check_rois = False
     if os.path.exists(store_path):
+        drop_consolidated(store_path)  # a finished zarr export changes again: listings from the files
+        with contextlib.suppress(Exception):  # an unreadable store is handled (and reported) below
+            drop_views(store_path, dict(open_root(store_path).attrs).get("rs_embed_dask", {}).get("views"))
         reuse = False
         if plan.config.resume:
             try:

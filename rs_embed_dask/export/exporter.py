@@ -207,4 +207,7 @@ class BatchExporter:
             want = wanted.get(m.name)
             if want and want != "auto" and m.backend not in (want, "auto"):
                 raise ModelError(f"Model {m.name!r} resolves to backend {m.backend!r}, not {want!r}.")
+        from rs_embed_dask.validation.preflight import preflight_export
+
+        preflight_export(plan, self.client)
         return run_export(plan, client=self.client)

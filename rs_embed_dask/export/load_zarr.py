@@ -244,7 +244,7 @@ def store_progress(p: str, info: Mapping[str, Any], n: int) -> str:
     """``"<k> of <n> items done"`` for a working store (every model's status counted)."""
     import zarr
 
-    g: Any = zarr.open_group(p, mode="r")
+    g: Any = zarr.open_group(p, mode="r", use_consolidated=False)  # the files, not the finished listing
     done = np.ones(n, dtype=bool)
     seen = False
     for m in info.get("models") or []:
@@ -294,7 +294,7 @@ def load_zarr_store(p: str, *, strict: bool = True) -> ExportResult:
     import zarr
 
     try:
-        g = zarr.open_group(p, mode="r")
+        g = zarr.open_group(p, mode="r", use_consolidated=False)
     except Exception as exc:
         raise ValueError(f"Cannot open zarr store {p!r}: {exc}") from exc
     info = g.attrs.get("rs_embed_dask")

@@ -22,7 +22,7 @@ import numpy as np
 
 from rs_embed_dask.export import store as st
 from rs_embed_dask.export.manifest import combined_manifest
-from rs_embed_dask.export.npz_parts import parts_dir, write_npz_from_parts
+from rs_embed_dask.export.npz_parts import StoreRows, parts_dir, write_npz_from_parts
 from rs_embed_dask.serialization import jsonable, sanitize_key, utc_timestamp
 
 __all__ = ["finalize_combined"]
@@ -43,10 +43,26 @@ def _dask(store_path: str, name: str) -> Any:
     return da.from_zarr(os.path.join(store_path, *name.split("/")))
 
 
-def _item(store_path: str, group: str, data_name: str, i: int, status: int) -> Any:
+def _item_shape(store_path: str, name: str) -> tuple[int, ...]:
+    import zarr
+
+    return tuple(zarr.open_array(os.path.join(store_path, *name.split("/")), mode="r").shape[1:])
+
+
+def _item(
+    store_path: str, group: str, data_name: str, i: int, status: int, *, npz_shape: tuple[int, ...] | None = None
+) -> Any:
+    """Item ``i`` as a member: from the part of its chunk for an NPZ (``npz_shape``: the row shape), no store slice."""
     if status == st.OK_RAGGED:
         return _dask(store_path, f"{group}/ragged/{i}")
+    if npz_shape is not None:
+        return StoreRows(store_path, f"{group}/{data_name}", [i], npz_shape, single=True)
     return _dask(store_path, f"{group}/{data_name}")[i]
+
+
+def _dense_shape(store_path: str, name: str, status: np.ndarray, npz: bool) -> tuple[int, ...] | None:
+    """Row shape of the dense array ``name`` for NPZ members from parts (``None``: not NPZ, or no dense item)."""
+    return _item_shape(store_path, name) if npz and (status == st.OK).any() else None
 
 
 def _inputs(
@@ -54,6 +70,7 @@ def _inputs(
 ) -> dict[str, Any]:
     """Add input arrays (and the store arrays of dense ones to ``parts``); return the manifest ``inputs`` ref per model."""
     refs: dict[str, Any] = {}
+    npz = plan.fmt == "npz"
     for key, spec in plan.inputs.items():
         if not plan.config.save_inputs:
             for u in spec.users:
@@ -68,15 +85,18 @@ def _inputs(
             ref = None
         elif (status[ok] == st.OK_RAGGED).any():
             keys = []
+            shape = _dense_shape(store_path, f"{group}/data", status, npz)
             for i in ok:
                 k = f"input_chw__{owner}__{i:05d}"
-                arrays[k] = _item(store_path, group, "data", int(i), int(status[i]))
+                arrays[k] = _item(store_path, group, "data", int(i), int(status[i]), npz_shape=shape)
                 keys.append(k)
             ref = {"npz_keys": keys}
         else:
             data = _dask(store_path, f"{group}/data")[:n]
             k = f"inputs_bchw__{owner}"
-            if ok.size < n:
+            if ok.size < n and npz:
+                data = StoreRows(store_path, f"{group}/data", ok, _item_shape(store_path, f"{group}/data"))
+            elif ok.size < n:
                 data = data[ok]
             else:
                 parts[k] = (store_path, f"{group}/data")
@@ -112,7 +132,8 @@ def _manifest(
     plan: Any, attrs: dict[str, Any], entries: list[dict[str, Any]], n: int, spatials: Any, arrays: list[str]
 ) -> dict[str, Any]:
     """The combined manifest of a finished export (``<stem>.json`` next to the target when saved)."""
-    stem = plan.out_file[: -len(os.path.splitext(plan.out_file)[1])]
+    shown = getattr(plan, "out_file_given", None) or plan.out_file  # as given, as rs-embed records it
+    stem = shown[: -len(os.path.splitext(shown)[1])]
     return combined_manifest(
         created_at=attrs.get("created_at") or utc_timestamp(),
         backend=plan.backend,
@@ -125,7 +146,7 @@ def _manifest(
         fingerprint=plan.fingerprint,
         prefetch={k: {"sensor": jsonable(s.model.sensor), "users": list(s.users)} for k, s in plan.inputs.items()},
         manifest_path=stem + ".json" if plan.config.save_manifest else None,
-        array_path=plan.out_file,
+        array_path=shown,
         array_keys=arrays,
         fmt=plan.fmt,
     )
@@ -180,9 +201,15 @@ def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[st
         entries.append(entry)
     arrays = sorted(f"{g}/{name}" for g in ("models", "inputs") if g in root for name, _ in root[g].groups())
     man = _manifest(plan, attrs, entries, n, {"zarr_array": "spatials"}, arrays)
-    root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable(man)}
+    from rs_embed_dask.export.zarr_views import write_views
+
+    views = write_views(store_path, plan)  # xr.open_zarr(path): the variables of to_xarray() at the root
+    root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable(man), "views": views}
+    import zarr
+
+    zarr.consolidate_metadata(store_path)  # xarray.open_zarr(path) reads one document, no warning
     if man.get("manifest_path"):
-        write_json(man["manifest_path"], man)
+        write_json(os.path.splitext(plan.out_file)[0] + ".json", man)  # the absolute spelling of manifest_path
     return man
 
 
@@ -224,9 +251,10 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
             entry["embeddings"] = {"npz_key": k, "shape": list(data.shape), "dtype": "float32"}
         elif ok.size:
             keys = []
+            shape = _dense_shape(store_path, f"{group}/embeddings", status, plan.fmt == "npz")
             for i in ok:
                 k = f"embedding__{mkey}__{i:05d}"
-                arrays[k] = _item(store_path, group, "embeddings", int(i), int(status[i]))
+                arrays[k] = _item(store_path, group, "embeddings", int(i), int(status[i]), npz_shape=shape)
                 keys.append(k)
             entry["embeddings"] = {"npz_keys": keys, "indices": [int(i) for i in ok]}
         else:
@@ -244,7 +272,7 @@ def finalize_combined(plan: Any, store_path: str, n: int) -> dict[str, Any]:
     else:
         write_npz_from_parts(plan.out_file, arrays, parts)
     if man.get("manifest_path"):
-        write_json(man["manifest_path"], man)
+        write_json(os.path.splitext(plan.out_file)[0] + ".json", man)  # the absolute spelling of manifest_path
     if man.get("status") == "ok":
         shutil.rmtree(store_path, ignore_errors=True)
         shutil.rmtree(parts_dir(store_path), ignore_errors=True)

@@ -14,6 +14,15 @@ compression.  Rows without a valid part (a run killed between the two
 writes, other keys of the archive) are deflated from the store then, so the
 archive is the same either way.
 
+Each row of a part is its own deflate segment (with its length, its CRC-32
+and the CRC-32 of the row as a whole one-item ``.npy`` member), so the same
+part serves every layout the finish may need: the dense member (all
+segments, the chunk's CRC-32), a dense member of the ok rows only
+(``indices``), and rs-embed's per-item members of an export where some items
+failed (one segment after the shared deflated header, its member CRC-32
+stored): finishing copies bytes in O(chunks) file reads, never a slice per
+item (:class:`StoreRows`).
+
 The archive is a plain zip64 file that ``np.load(allow_pickle=False)`` and
 :mod:`zipfile` read like one written by ``np.savez_compressed``.
 """
@@ -30,12 +39,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from rs_embed_dask.export.writers import atomic_path, c_order_bytes, npy_member
+from rs_embed_dask.export.writers import atomic_path, c_order_bytes, npy_header, npy_member
 
-__all__ = ["crc32_combine", "parts_dir", "read_part", "write_npz_from_parts", "write_part"]
+__all__ = ["StoreRows", "crc32_combine", "parts_dir", "read_part", "read_part_rows", "write_npz_from_parts", "write_part"]
 
-_MAGIC = b"RSEPART1"
-_HEAD = struct.Struct("<8sQQI")  # magic, rows, raw bytes, crc32
+_MAGIC = b"RSEPART2"
+_HEAD = struct.Struct("<8sQQI")  # magic, rows, raw bytes, crc32 of the rows together
+_ROW = struct.Struct("<QII")  # deflated bytes, crc32 of the row, crc32 of the row's one-item .npy member
 _FINAL_BLOCK = b"\x03\x00"  # an empty final block with fixed Huffman codes
 _CRC_POLY = 0xEDB88320  # CRC-32 (zip), reflected
 
@@ -93,33 +103,149 @@ def _deflate(data: memoryview | bytes, level: int) -> bytes:
 
 
 def write_part(store_path: str, array: str, start: int, block: np.ndarray, *, level: int = 1) -> str:
-    """Deflate the rows ``block`` of store array ``array`` at item ``start``; atomically written."""
+    """Deflate the rows ``block`` of store array ``array`` at item ``start``, row by row; atomically written."""
+    block = np.ascontiguousarray(block)
     raw = c_order_bytes(block)
-    payload = _deflate(raw, level)
+    member_crc0 = zlib.crc32(npy_header(tuple(block.shape[1:]), block.dtype))
+    table, payloads = [], []
+    for r in range(block.shape[0]):
+        row = c_order_bytes(block[r])
+        payload = _deflate(row, level)
+        row_crc = zlib.crc32(row)
+        table.append(_ROW.pack(len(payload), row_crc, zlib.crc32(row, member_crc0)))
+        payloads.append(payload)
     path = _part_path(store_path, array, start)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
     with open(tmp, "wb") as f:
         f.write(_HEAD.pack(_MAGIC, int(block.shape[0]), raw.nbytes, zlib.crc32(raw)))
-        f.write(payload)
+        f.write(b"".join(table))
+        f.write(b"".join(payloads))
     os.replace(tmp, path)
     return path
 
 
-def read_part(store_path: str, array: str, start: int) -> tuple[int, int, int, bytes] | None:
-    """``(rows, raw bytes, crc32, deflated bytes)`` of a part, or ``None`` when there is no valid one."""
+def _read(store_path: str, array: str, start: int) -> tuple[int, int, int, list[tuple[int, int, int]], bytes] | None:
+    """``(rows, raw bytes, crc32, [(deflated, row crc, member crc)], payload)`` of a valid part, else ``None``."""
     try:
         with open(_part_path(store_path, array, start), "rb") as f:
-            head = f.read(_HEAD.size)
-            payload = f.read()
+            data = f.read()
     except OSError:
         return None
-    if len(head) != _HEAD.size:
+    if len(data) < _HEAD.size:
         return None
-    magic, rows, nbytes, crc = _HEAD.unpack(head)
-    if magic != _MAGIC or not payload:
+    magic, rows, nbytes, crc = _HEAD.unpack_from(data)
+    end = _HEAD.size + rows * _ROW.size
+    if magic != _MAGIC or rows <= 0 or nbytes % rows or len(data) < end:
         return None
-    return int(rows), int(nbytes), int(crc), payload
+    table = [_ROW.unpack_from(data, _HEAD.size + r * _ROW.size) for r in range(rows)]
+    payload = data[end:]
+    if not payload or sum(t[0] for t in table) != len(payload):
+        return None
+    return int(rows), int(nbytes), int(crc), table, payload
+
+
+def read_part(store_path: str, array: str, start: int) -> tuple[int, int, int, bytes] | None:
+    """``(rows, raw bytes, crc32, deflated bytes)`` of a part, or ``None`` when there is no valid one."""
+    got = _read(store_path, array, start)
+    return None if got is None else (got[0], got[1], got[2], got[4])
+
+
+def read_part_rows(store_path: str, array: str, start: int) -> list[tuple[int, int, int, bytes]] | None:
+    """Per row of a part: ``(raw bytes, crc32, member crc32, deflated bytes)``; ``None`` when there is no valid one."""
+    got = _read(store_path, array, start)
+    if got is None:
+        return None
+    rows, nbytes, _crc, table, payload = got
+    out, pos = [], 0
+    for comp, row_crc, member_crc in table:
+        out.append((nbytes // rows, row_crc, member_crc, payload[pos : pos + comp]))
+        pos += comp
+    return out
+
+
+class StoreRows:
+    """Rows of a working-store array, to be written from its parts (or the store where they are missing).
+
+    Parameters
+    ----------
+    store_path, array : str
+        The working store and the array in it (``models/<key>/embeddings``).
+    rows : sequence of int
+        The item indices.
+    item_shape : tuple of int
+        Shape of one row; ``dtype`` its dtype (float32).
+    single : bool, default False
+        One item as a member of shape ``item_shape`` (rs-embed's per-item
+        members), else a member of shape ``(len(rows), *item_shape)``.
+    """
+
+    def __init__(
+        self, store_path: str, array: str, rows: Any, item_shape: tuple[int, ...], dtype: Any = np.float32,
+        *, single: bool = False,
+    ) -> None:  # fmt: skip
+        self.store_path, self.array = store_path, array
+        self.rows = [int(i) for i in rows]
+        self.item_shape, self.dtype, self.single = tuple(item_shape), np.dtype(dtype), single
+        self.shape = self.item_shape if single else (len(self.rows), *self.item_shape)
+
+
+class _PartCache:
+    """The rows of the part last read, per array; parts are found from the store array's chunk length."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str, int] | None = None
+        self.rows: list[tuple[int, int, int, bytes]] | None = None
+        self.chunk: dict[tuple[str, str], int] = {}
+        self.arrays: dict[tuple[str, str], Any] = {}
+
+    def _array(self, store_path: str, array: str) -> Any:
+        k = (store_path, array)
+        if k not in self.arrays:
+            import zarr
+
+            self.arrays[k] = zarr.open_array(os.path.join(store_path, *array.split("/")), mode="r")
+            self.chunk[k] = int(self.arrays[k].chunks[0])
+        return self.arrays[k]
+
+    def row(self, store_path: str, array: str, i: int, row_bytes: int) -> tuple[int, int, int, bytes] | None:
+        self._array(store_path, array)
+        step = self.chunk[(store_path, array)]
+        start = (i // step) * step
+        if self.key != (store_path, array, start):
+            self.key, self.rows = (store_path, array, start), read_part_rows(store_path, array, start)
+        if self.rows is None or i - start >= len(self.rows) or self.rows[i - start][0] != row_bytes:
+            return None
+        return self.rows[i - start]
+
+    def from_store(self, store_path: str, array: str, i: int, dtype: np.dtype) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(self._array(store_path, array)[i]), dtype=dtype)
+
+
+def _rows_member(value: StoreRows, level: int, cache: _PartCache, hdr: dict[Any, tuple[bytes, int, int, bytes]]) -> tuple[list[tuple[int, int, bytes]], int]:
+    """Pieces and CRC-32 of a :class:`StoreRows` member."""
+    shape_key = (value.shape, value.dtype.str)
+    if shape_key not in hdr:
+        header = npy_header(value.shape, value.dtype)
+        hdr[shape_key] = (header, len(header), zlib.crc32(header), _deflate(header, level))
+    _header, hlen, hcrc, hpayload = hdr[shape_key]
+    row_bytes = int(np.prod(value.item_shape, dtype=np.int64)) * value.dtype.itemsize
+    pieces: list[tuple[int, int, bytes]] = [(hlen, hcrc, hpayload)]
+    crc, single_crc = hcrc, None
+    for i in value.rows:
+        got = cache.row(value.store_path, value.array, i, row_bytes)
+        if got is None:
+            raw = c_order_bytes(cache.from_store(value.store_path, value.array, i, value.dtype))
+            nbytes, rcrc, payload = len(raw), zlib.crc32(raw), _deflate(raw, level)
+            mcrc = zlib.crc32(raw, hcrc)
+        else:
+            nbytes, rcrc, mcrc, payload = got
+        pieces.append((nbytes, rcrc, payload))
+        if value.single:
+            single_crc = mcrc  # the member's CRC-32, stored with the part: nothing to combine
+        else:
+            crc = crc32_combine(crc, rcrc, nbytes)
+    return pieces, (single_crc if value.single and single_crc is not None else crc)
 
 
 # -- the archive --------------------------------------------------------------------------------
@@ -136,21 +262,25 @@ class _Zip64Writer:
         self.entries: list[tuple[bytes, int, int, int, int, int]] = []  # name, flags, crc, raw, comp, offset
         self.time, self.date = _dos_time(time.time())
 
-    def member(self, name: str, pieces: Iterable[tuple[int, int, bytes]]) -> None:
+    def member(self, name: str, pieces: Iterable[tuple[int, int, bytes]], crc: int | None = None) -> None:
+        """Write member ``name`` from pieces ``(raw bytes, crc32, deflated)``; ``crc`` when already known."""
         try:
             bname, flags = name.encode("ascii"), 0
         except UnicodeEncodeError:
             bname, flags = name.encode("utf-8"), 0x800
         offset = self.f.tell()
         self._local_header(bname, flags, 0, 0, 0)
-        crc = raw = comp = 0
+        known, crc = crc, 0
+        raw = comp = 0
         for nbytes, pcrc, payload in pieces:
-            crc = crc32_combine(crc, pcrc, nbytes)
+            if known is None:
+                crc = crc32_combine(crc, pcrc, nbytes)
             raw += nbytes
             comp += len(payload)
             self.f.write(payload)
         self.f.write(_FINAL_BLOCK)
         comp += len(_FINAL_BLOCK)
+        crc = crc if known is None else known
         end = self.f.tell()
         self.f.seek(offset)
         self._local_header(bname, flags, crc, raw, comp)
@@ -224,7 +354,8 @@ def write_npz_from_parts(
     path : str or path-like
         Destination file.
     arrays : Mapping[str, array-like]
-        Key -> array (numpy, dask, zarr), written in this order as ``<key>.npy``.
+        Key -> array (numpy, dask, zarr) or :class:`StoreRows`, written in
+        this order as ``<key>.npy``.
     parts : Mapping[str, tuple of str]
         Key -> ``(store_path, array name)`` for arrays that are rows ``[0, n)``
         of a working-store array whose chunks were written with
@@ -239,7 +370,12 @@ def write_npz_from_parts(
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         zw = _Zip64Writer(f)
+        cache, headers = _PartCache(), {}  # type: ignore[var-annotated]
         for key, value in arrays.items():
-            zw.member(f"{key}.npy", _array_pieces(str(key), value, compresslevel, parts.get(key)))
+            if isinstance(value, StoreRows):
+                pieces, crc = _rows_member(value, compresslevel, cache, headers)
+                zw.member(f"{key}.npy", pieces, crc)
+            else:
+                zw.member(f"{key}.npy", _array_pieces(str(key), value, compresslevel, parts.get(key)))
         zw.close()
     return Path(path)

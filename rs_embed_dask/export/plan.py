@@ -7,7 +7,6 @@ exception with the same message, before any task is submitted.
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +67,9 @@ class ExportPlan:
     plugins: dict[str, Any] = field(default_factory=dict)
     #: what a resume must match (set by the engine: :func:`rs_embed_dask.export.identity.resume_identity`)
     identity: dict[str, Any] = field(default_factory=dict)
+    #: the combined target as the user spelled it (the manifest records it, as rs-embed does);
+    #: ``out_file`` is the same file made absolute, which the workers use
+    out_file_given: str | None = None
 
     @property
     def spatials_in_fingerprint(self) -> bool:
@@ -277,6 +279,14 @@ def build_plan(
         else:
             raise ModelError("models entries must be strings or ExportModelRequest instances.")
     _args.check_model_requests(requests)
+    # every path absolute here, in the client: workers resolve relative ones against their own folder
+    from dataclasses import replace as _replace
+
+    from rs_embed_dask.export.paths import absolute, absolute_model_config, absolute_provider_options
+
+    requests = [
+        _replace(r, model_config=absolute_model_config(r.model_config)) if r.model_config else r for r in requests
+    ]
     seen: dict[str, list[str]] = {}
     for r in requests:
         seen.setdefault(sanitize_key(r.name), []).append(r.name)
@@ -306,6 +316,7 @@ def build_plan(
             )
         )
     models_t = tuple(resolved)
+    provider_options = absolute_provider_options({m.backend for m in models_t} | {backend}, provider_options)
     if temporal is None and any(not m.is_precomputed for m in models_t):
         from rs_embed_dask.resolve import default_temporal
 
@@ -367,8 +378,9 @@ def build_plan(
         config=config,
         fmt=fmt,
         layout=target.layout,
-        out_file=os.fspath(target.out_file) if target.out_file else None,
-        out_dir=os.fspath(target.out_dir) if target.out_dir else None,
+        out_file=absolute(target.out_file) if target.out_file else None,
+        out_file_given=str(target.out_file) if target.out_file else None,
+        out_dir=absolute(target.out_dir) if target.out_dir else None,
         names=target.names,
         backend=backend,
         device=device,

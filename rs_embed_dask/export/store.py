@@ -12,6 +12,17 @@ the engine's task chunks, so each write task owns whole chunks)::
     models/<key>/ragged/<i>       items whose shape differs from the dense array
     inputs/<input_key>/...        the same for fetched inputs (n, [T,] C, H, W)
 
+Every array carries zarr v3 ``dimension_names`` (``item`` first; ``<key>_dim``,
+``<key>_y``/``<key>_x`` for embeddings; ``input__<key>_[time|band|y|x]`` for
+inputs) and CF attributes (``lon``/``lat`` units and standard names, status
+``flag_values``/``flag_meanings``), and the root holds an ``item`` index, so
+``xarray.open_zarr(path)`` opens the ROI table (``item`` with ``lon``/``lat``
+and ``spatials``) and ``xarray.open_zarr(path, group="models/<key>")`` a
+model's ``embeddings``/``status``/``error``/``meta``, chunked along ``item``
+by the export's ``chunk_size`` (one chunk per write task).  A finished zarr
+export also has root-level views of the dense arrays under the names of
+``to_xarray()`` (:mod:`rs_embed_dask.export.zarr_views`) and consolidated metadata.
+
 Arrays are created by the first write task that has data for them, under a
 cluster-wide lock; the status arrays are written last, so a chunk whose
 statuses are all non-zero is complete.  Resume reads only the statuses.
@@ -32,7 +43,10 @@ __all__ = [
     "OK",
     "OK_RAGGED",
     "PENDING",
+    "cf_attributes",
     "creation_lock",
+    "dimension_names",
+    "drop_consolidated",
     "ensure_array",
     "open_root",
     "read_status",
@@ -49,7 +63,7 @@ def open_root(path: str, mode: str = "r") -> Any:
     """Open the store's root group."""
     import zarr
 
-    return zarr.open_group(path, mode=mode)  # type: ignore[arg-type]
+    return zarr.open_group(path, mode=mode, use_consolidated=False)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -66,6 +80,62 @@ def creation_lock(store_path: str) -> Iterator[None]:
     lock = Lock(f"rs-embed-dask-store-{os.path.abspath(store_path)}")
     with lock:
         yield
+
+
+_FLAG_MEANINGS = "missing ok failed ok_ragged"
+_CF: dict[str, dict[str, Any]] = {
+    "lon": {"units": "degrees_east", "standard_name": "longitude", "long_name": "ROI centre longitude"},
+    "lat": {"units": "degrees_north", "standard_name": "latitude", "long_name": "ROI centre latitude"},
+    "item": {"long_name": "ROI index in request order"},
+    "spatials": {"long_name": "ROI (JSON)", "coordinates": "lon lat"},
+}
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """The zarr ``dimension_names`` of store array ``name``: ``item`` first, then per-array axes."""
+    parts = name.split("/")
+    if len(parts) < 3 or parts[-1] not in ("embeddings", "data"):
+        return ("item", *(f"{parts[-1]}_d{j}" for j in range(1, ndim)))
+    if parts[0] == "models":
+        tail = {2: ("dim",), 4: ("dim", "y", "x")}.get(ndim, tuple(f"d{j}" for j in range(1, ndim)))
+        prefix = parts[1]
+    else:
+        tail = {4: ("band", "y", "x"), 5: ("time", "band", "y", "x")}.get(ndim, tuple(f"d{j}" for j in range(1, ndim)))
+        prefix = f"input__{parts[1]}"
+    return ("item", *(f"{prefix}_{t}" for t in tail))
+
+
+def cf_attributes(name: str) -> dict[str, Any]:
+    """CF attributes of store array ``name`` (coordinates, status flags, data descriptions)."""
+    leaf = name.split("/")[-1]
+    if name in _CF:
+        return dict(_CF[name])
+    if leaf == "status":
+        return {"flag_values": [0, 1, 2, 3], "flag_meanings": _FLAG_MEANINGS, "long_name": "item status"}
+    if leaf == "embeddings":
+        return {"long_name": "embedding", "coordinates": "lon lat"}
+    if leaf == "data":
+        return {"long_name": "model input", "coordinates": "lon lat"}
+    return {}
+
+
+def drop_consolidated(store_path: str) -> None:
+    """Remove consolidated metadata (written when an export finishes) before the store changes again."""
+    import json
+
+    path = os.path.join(store_path, "zarr.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return
+    if meta.get("consolidated_metadata") is None:
+        return
+    meta.pop("consolidated_metadata", None)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    os.replace(tmp, path)
 
 
 def _array_exists(store_path: str, name: str) -> bool:
@@ -96,6 +166,8 @@ def ensure_array(
                     chunks=(chunk_size, *item_shape),
                     dtype=dtype,
                     fill_value=fill_value,
+                    dimension_names=dimension_names(name, 1 + len(item_shape)),
+                    attributes=cf_attributes(name),
                 )
     # every written chunk goes to disk, even one that equals the fill value (NaN rows of a
     # no-data product): load_export takes a missing chunk of an ok item for a lost one
@@ -132,8 +204,9 @@ def write_ragged(store_path: str, group: str, index: int, value: np.ndarray) -> 
 
     root = zarr.open_group(store_path, mode="a")
     arr = root.create_array(
-        f"{group}/ragged/{index}", shape=value.shape, chunks=value.shape, dtype=value.dtype, overwrite=True
-    )
+        f"{group}/ragged/{index}", shape=value.shape, chunks=value.shape, dtype=value.dtype, overwrite=True,
+        dimension_names=tuple(f"ragged_{index}_d{j}" for j in range(value.ndim)),
+    )  # fmt: skip
     arr[...] = value
 
 

@@ -20,11 +20,19 @@ import numpy as np
 from rs_embed_dask.core.errors import ModelError, ProviderError
 from rs_embed_dask.export import store as st
 from rs_embed_dask.export.npz_parts import write_part
+from rs_embed_dask.models.memory import memory_batch_size
 from rs_embed_dask.pipeline import embed_batch, fetch_input, run_with_retry
 from rs_embed_dask.resolve import ResolvedModel, get_embedder
 from rs_embed_dask.serialization import jsonable
 
-__all__ = ["ChunkEmbeddings", "ChunkInputs", "fetch_chunk", "infer_chunk", "write_chunk_combined"]
+__all__ = [
+    "ChunkEmbeddings",
+    "ChunkInputs",
+    "fetch_chunk",
+    "infer_chunk",
+    "memory_batch",
+    "write_chunk_combined",
+]
 
 
 @dataclass
@@ -137,6 +145,20 @@ def fetch_chunk(
     return ChunkInputs(key=key, data=data, meta=meta, errors=errors)
 
 
+def memory_batch(
+    model: ResolvedModel, arrays: list[Any], *, output: Any, device: str, requested: int
+) -> int:
+    """Arrays per model call for ``arrays``: ``requested``, or fewer when their activations would not fit.
+
+    The chunk is embedded in sub-batches of this size inside one task
+    (:mod:`rs_embed_dask.models.memory`), so the inference worker's peak memory
+    does not grow with ``chunk_size``.
+    """
+    emb = get_embedder(model.canonical, model.config_dict, device)
+    shapes = [tuple(np.shape(a)) for a in arrays if a is not None]
+    return memory_batch_size(emb, shapes, requested=requested, device=getattr(emb, "device", device), output=output)
+
+
 def infer_chunk(
     model: ResolvedModel,
     inputs: ChunkInputs | None,
@@ -160,6 +182,10 @@ def infer_chunk(
     A ROI whose fetch failed gets rs-embed's "Prefetch previously failed"
     error, which names the model in per-item exports only
     (``name_model_in_errors``), as upstream's two writers do.
+
+    ``batch_size`` is the most arrays per model call; fewer when the worker's
+    memory cannot hold their activations (:func:`memory_batch`), so any
+    ``chunk_size`` runs in the same memory, with the same numbers.
 
     ``semaphore`` is ``(name, max_leases)`` of the cluster-wide cap of the provider a
     precomputed product reads through (``PrecomputedEmbedder.provider``), or ``None``:
@@ -208,6 +234,7 @@ def infer_chunk(
             {"spatial": spatials[i], "temporal": temporal, "sensor": model.sensor, "fetch_meta": inputs.meta[i]}
             for i in idx
         ]
+        step = memory_batch(model, [inputs.data[i] for i in idx], output=output, device=device, requested=batch_size)
         return run_with_retry(
             lambda: embed_batch(
                 model,
@@ -216,7 +243,7 @@ def infer_chunk(
                 contexts=contexts,
                 device=device,
                 input_prep=input_prep,
-                batch_size=batch_size,
+                batch_size=step,
             ),
             retries=max_retries,
             backoff_s=backoff_s,
@@ -343,6 +370,7 @@ def write_chunk_combined(
         centres = np.array([sp.center for sp in spatials], dtype=np.float64)
         st.write_column(store_path, "lon", start, centres[:, 0], fill_value=np.nan, **kw)
         st.write_column(store_path, "lat", start, centres[:, 1], fill_value=np.nan, **kw)
+        st.write_column(store_path, "item", start, np.arange(start, start + n, dtype=np.int64), fill_value=-1, **kw)
         st.write_column(
             store_path,
             "spatials",

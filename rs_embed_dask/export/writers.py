@@ -40,6 +40,7 @@ __all__ = [
     "c_order_bytes",
     "check_item_name",
     "netcdf_dims",
+    "npy_header",
     "npy_member",
     "tmp_path_for",
     "write_json",
@@ -210,6 +211,11 @@ def _checked_blocks(key: str, shape: tuple[int, ...], dtype: np.dtype, blocks: I
             yield block
     if rows != (shape[0] if shape else 1):
         raise ValueError(f"array {key!r}: wrote {rows} rows, expected {shape[0]}")
+
+
+def npy_header(shape: tuple[int, ...], dtype: Any) -> bytes:
+    """The version 1.0 (2.0 when longer than 64 KiB) ``.npy`` header of a C-order array."""
+    return _npy_header(tuple(int(d) for d in shape), np.dtype(dtype))
 
 
 def npy_member(key: str, value: Any) -> tuple[bytes, tuple[int, ...], np.dtype, Iterator[np.ndarray]]:

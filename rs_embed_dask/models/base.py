@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,14 @@ import numpy as np
 from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.core.specs import OutputSpec, SensorSpec
 from rs_embed_dask.core.types import Embedding
+from rs_embed_dask.models.memory import default_memory_per_item
+from rs_embed_dask.models.torch_runtime import (
+    autocast_dtype_for,
+    batch_size_for_memory,
+    compile_backend_for,
+    is_out_of_memory,
+    pool_grid,
+)
 
 __all__ = [
     "Embedder",
@@ -38,7 +45,6 @@ __all__ = [
 
 S2_SR = "COPERNICUS/S2_SR_HARMONIZED"
 logger = logging.getLogger(__name__)
-_FALSY = ("", "0", "false", "no", "off")
 
 
 def resolve_device(device: str | None) -> str:
@@ -99,6 +105,14 @@ class Embedder:
     requires_georef : bool
         The forward pass conditions on the ROI's location, so user data
         (``get_embedding_from_data``) must be georeferenced.
+    square_fetch : bool
+        The model needs a square input (rs-embed's ``_requires_square_input``):
+        a rectangular BBox is fetched as the centred EPSG:3857 square around it
+        and the output is cut back to the ROI (:mod:`rs_embed_dask.fetch_square`).
+    roi_pooling : {"grid", "model"}
+        The pooled output of such a cut-back square: the mean (or max) of the
+        ROI's grid cells (``"grid"``), or the model's pooled vector of the whole
+        square (``"model"``, for a pooled vector that is no pooling of the grid).
     """
 
     name: ClassVar[str] = ""
@@ -116,6 +130,9 @@ class Embedder:
     modality_config_key: ClassVar[str | None] = None
     modality_aliases: ClassVar[Mapping[str, str]] = {}
     requires_georef: ClassVar[bool] = False
+    square_fetch: ClassVar[bool] = False
+    roi_pooling: ClassVar[str] = "grid"
+    memory_per_item = default_memory_per_item  # peak forward bytes of one input; models override
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         cfg = dict(model_config or {})
@@ -262,83 +279,6 @@ class Embedder:
             "pooling": output.pooling if output.mode == "pooled" else None,
             "device": self.device,
         }
-
-
-# -- GPU-path helpers (pure functions, testable without a GPU) ---------------------------
-def autocast_dtype_for(
-    supports_autocast: bool,
-    device_type: str,
-    *,
-    preferred: str | None = None,
-    bf16_supported: bool = True,
-    env: Mapping[str, str] | None = None,
-) -> str | None:
-    """The autocast dtype name for a model on a device, or ``None`` for full precision.
-
-    Autocast applies on CUDA only, to models that declare ``supports_autocast``;
-    ``RS_EMBED_AUTOCAST=0`` turns it off everywhere.  ``preferred`` (the
-    model's ``autocast_dtype``) defaults to bfloat16, which falls back to
-    float16 on GPUs without bfloat16.
-    """
-    environ = os.environ if env is None else env
-    if not supports_autocast or device_type != "cuda":
-        return None
-    if environ.get("RS_EMBED_AUTOCAST", "1").strip().lower() in _FALSY:
-        return None
-    name = preferred or "bfloat16"
-    if name not in ("bfloat16", "float16"):
-        raise ModelError(f"autocast_dtype must be 'bfloat16' or 'float16', got {name!r}")
-    if name == "bfloat16" and not bf16_supported:
-        return "float16"
-    return name
-
-
-def compile_backend_for(option: Any = None, env: Mapping[str, str] | None = None) -> str | None:
-    """The ``torch.compile`` backend asked for, or ``None`` (eager).
-
-    ``option`` is the ``compile`` ``model_config`` value: ``True`` (inductor),
-    ``False`` (off, whatever the environment says) or a backend name.  Without
-    it, ``RS_EMBED_TORCH_COMPILE`` is read the same way (``1``/``true`` ->
-    inductor, ``0``/unset -> off, anything else -> that backend).
-    """
-    environ = os.environ if env is None else env
-    value: Any = option if option is not None else environ.get("RS_EMBED_TORCH_COMPILE")
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "inductor"
-    text = str(value).strip().lower()
-    if text in _FALSY:
-        return None
-    if text in ("1", "true", "yes", "on"):
-        return "inductor"
-    return text
-
-
-def batch_size_for_memory(
-    requested: int, free_bytes: int | None, bytes_per_item: float | None, headroom: float = 0.8
-) -> int:
-    """Largest batch ``<= requested`` whose measured footprint fits in ``headroom`` of the free memory."""
-    if not free_bytes or not bytes_per_item or bytes_per_item <= 0:
-        return max(1, int(requested))
-    return max(1, min(int(requested), int(free_bytes * headroom // bytes_per_item)))
-
-
-def pool_grid(grid: Any, pooling: str) -> Any:
-    """``(B, D, h, w)`` -> ``(B, D)``: the max over the cells for ``"max"``, else their mean."""
-    return grid.amax(dim=(-2, -1)) if pooling == "max" else grid.mean(dim=(-2, -1))
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """``True`` for a device out-of-memory error (CUDA's typed error or an allocator message)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - only torch models call this
-        return False
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class TorchEmbedder(Embedder):

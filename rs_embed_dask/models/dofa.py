@@ -135,6 +135,7 @@ class DOFAEmbedder(ViTEmbedder):
     )
     supports_autocast = True
     input_size = 224
+    square_fetch = True  # rs-embed fetches rectangles as squares and crops the grid back
     patch_size = PATCH
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:

@@ -324,6 +324,7 @@ class PrithviEmbedder(TorchEmbedder):
     n_frames = CHECKPOINT_FRAMES
     input_size = 224
     requires_georef = True  # location coordinates of the TL variants
+    square_fetch = True  # rs-embed fetches rectangles as squares and crops the grid back
     supports_autocast = True
     config_keys = frozenset(
         {

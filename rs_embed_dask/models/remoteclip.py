@@ -83,6 +83,9 @@ class RemoteCLIPEmbedder(TorchEmbedder):
     )
     supports_autocast = True
     input_size = 224
+    square_fetch = True  # rs-embed fetches rectangles as squares and crops the grid back
+    # the pooled CLIP projection has another width than the tokens: a rectangle keeps the square's vector
+    roi_pooling = "model"
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
         super().__init__(model_config)

@@ -97,6 +97,7 @@ class SatMAEEmbedder(ViTEmbedder):
     supports_autocast = True
     input_size = 224
     image_level_vit_patch_grid = True
+    square_fetch = True  # rs-embed fetches rectangles as squares and crops the grid back
     patch_size = PATCH
     mean: tuple[float, ...] = FMOW_MEAN
     std: tuple[float, ...] = FMOW_STD
