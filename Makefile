@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(PIP) --upgrade pip
 	# torch/torchvision first, pinned: these releases lie on this platform's disk
 	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
-	# olmoearth-pretrain-minimal is small (einops, universal-pathlib); terramind's terratorch (~430 MB) is not
-	# installed here: its contract tests run on rs_embed_dask.models.terramind_native
-	$(PIP) -e ".[test,dev,models,torchgeo,gee,stac,planetary,tessera,hpc,geo,plot,notebooks,olmoearth]"
+	# every model family's library, so that no family's tests skip: terratorch (clay, terramind; ~430 MB with
+	# its dependencies) and olmoearth-pretrain-minimal; torch/torchvision repeated so that pip keeps them
+	$(PIP) -e ".[test,dev,models,torchgeo,gee,stac,planetary,tessera,hpc,geo,plot,notebooks,olmoearth,clay,terramind]" \
+		"torch==2.14.1" "torchvision==0.29.1"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m rs_embed_dask demo
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	RS_EMBED_DASK_ALL_EXTRAS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rs_embed_dask tests benchmarks
