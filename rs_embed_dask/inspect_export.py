@@ -28,7 +28,9 @@ def export_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     dict
         ``path``, ``layout``, ``format``, ``n_items``, ``status`` and
         ``models``: per model ``name``, ``status``, ``embeddings`` and
-        ``inputs`` shapes, ``n_ok``, ``n_failed`` and the first error.
+        ``inputs`` shapes, ``n_ok``, ``n_failed``, the first error and
+        ``errors``: each distinct message, whole, with ``n_items`` and the
+        ``items`` it failed.
     """
     from rs_embed_dask import load_export
 
@@ -45,6 +47,9 @@ def export_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
                 n_failed = len(mr.errors)
                 n_ok = res.n_items - n_failed if mr.status != "failed" else 0
             first = mr.error or next(iter(mr.errors.values()), None)
+            distinct: dict[str, list[int]] = {}
+            for idx, text in sorted(mr.errors.items()):
+                distinct.setdefault(str(text), []).append(int(idx))
             models.append(
                 {
                     "name": name,
@@ -54,6 +59,8 @@ def export_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "n_ok": n_ok,
                     "n_failed": n_failed,
                     "error": first,
+                    # every distinct message, whole, with the items it failed
+                    "errors": [{"message": k, "n_items": len(v), "items": v} for k, v in distinct.items()],
                 }
             )
         return {
@@ -84,11 +91,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    errors = [(m["name"], str(m["error"])) for m in summary["models"] if m.get("error")]
-    if errors:
-        lines += ["", "failures (first error per model, whole):"]
-        for name, text in errors:
-            first, *rest = text.strip().splitlines() or [""]
-            lines.append(f"  {name}: {first}")
-            lines.extend(f"    {line}" for line in rest)
+    failed = [m for m in summary["models"] if m.get("error") or m.get("errors")]
+    if failed:
+        lines += ["", "failures (every distinct message per model, whole):"]
+        for m in failed:
+            entries = list(m.get("errors") or [])
+            if m.get("error") and all(e["message"] != str(m["error"]) for e in entries):
+                entries.insert(0, {"message": str(m["error"]), "n_items": None, "items": []})
+            for e in entries:
+                where = ""
+                if e["n_items"]:
+                    shown = ", ".join(map(str, e["items"][:10])) + (", ..." if e["n_items"] > 10 else "")
+                    where = f" ({e['n_items']} item{'s' if e['n_items'] != 1 else ''}: {shown})"
+                first, *rest = e["message"].strip().splitlines() or [""]
+                lines.append(f"  {m['name']}{where}: {first}")
+                lines.extend(f"    {line}" for line in rest)
     return "\n".join(lines)

@@ -552,6 +552,14 @@ def parse_job(data: Any, *, source: str = "<job>", base: str | os.PathLike[str] 
     return job
 
 
+def _field_of(default: str, msg: str) -> tuple[str, str]:
+    """The field a plan error is about: an ROI's ``spatials[i]`` when it names one, else ``default``."""
+    head, sep, rest = msg.partition(": ")
+    if sep and head.startswith("spatials[") and head.endswith("]") and head[9:-1].isdigit():
+        return head, rest
+    return default, msg
+
+
 def _check_request(err: _Err, job: ExportJob) -> None:
     """Run the export's own validation on the whole request (first ROIs only, nothing submitted)."""
     from rs_embed_dask.export.plan import build_plan
@@ -569,11 +577,11 @@ def _check_request(err: _Err, job: ExportJob) -> None:
         try:
             build_plan(**{**kwargs, "models": [m]})
         except (RSEmbedError, TypeError) as exc:
-            raise err(f"models[{i}]", str(exc), type(exc)) from exc
+            raise err(*_field_of(f"models[{i}]", str(exc)), type(exc)) from exc
     try:
         plan = build_plan(**kwargs)
     except (RSEmbedError, TypeError) as exc:
-        raise err("", str(exc), type(exc)) from exc
+        raise err(*_field_of("", str(exc)), type(exc)) from exc
     from rs_embed_dask.validation.preflight import preflight_export
 
     try:  # target, weights, credentials; the device only where the workers run here

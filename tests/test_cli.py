@@ -26,7 +26,7 @@ from rs_embed_dask.cli.rs_embed_compat import (
 REPO = Path(__file__).resolve().parents[1]
 #: rs-embed 0.3.1's files, copied into the repository (a missing file fails, never skips)
 FIXTURES = Path(__file__).resolve().parent / "data" / "upstream_exports"
-COMMANDS = ("export", "models", "describe", "inspect", "demo", "cluster", "export-npz", "inspect-gee")
+COMMANDS = ("export", "models", "describe", "inspect", "ls", "demo", "cluster", "export-npz", "inspect-gee")
 
 
 #: rs-embed 0.3.1's flags of its two commands (plus ours: --provider-option, --scheduler, --backend)
@@ -50,6 +50,9 @@ def test_help_on_every_command(command: str | None, capsys: pytest.CaptureFixtur
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: rs-embed-dask")
+    if command in (None, "inspect"):
+        assert "exit codes:" in out
+        assert "2  bad input" in out
     if command is None:
         assert all(c in out for c in COMMANDS)
     elif command == "export":
@@ -67,11 +70,11 @@ def test_every_subcommand_has_help_text() -> None:
 
 
 def test_models_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0
+    assert main(["models", "--names"]) == 0
     names = capsys.readouterr().out.split()
     assert "rcf" in names
     assert "mosaiks" not in names
-    assert main(["models", "--aliases"]) == 0
+    assert main(["models", "--names", "--aliases"]) == 0
     assert "mosaiks" in capsys.readouterr().out.split()
     assert main(["describe", "rcf"]) == 0
     desc = json.loads(capsys.readouterr().out)
@@ -151,9 +154,13 @@ def test_inspect_table_of_a_partial_export(tmp_path: Path, capsys: pytest.Captur
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("toy_")}
     assert rows["toy_stats"][1:] == ["ok", "3", "0", "3x8", "3x4x16x16"]
     assert rows["toy_flaky"][1:] == ["partial", "2", "1", "3x16", "3x4x16x16"]
-    assert "toy_flaky: ModelError('toy_flaky: simulated failure on this spatial')" in out
+    assert "toy_flaky (1 item: 1): ModelError('toy_flaky: simulated failure on this spatial')" in out
     assert main(["inspect", str(tmp_path / "e.nc"), "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
+    flaky = next(m for m in summary["models"] if m["name"] == "toy_flaky")
+    assert flaky["errors"] == [
+        {"message": "ModelError('toy_flaky: simulated failure on this spatial')", "n_items": 1, "items": [1]}
+    ]
     assert summary["n_items"] == 3
     assert [m["n_failed"] for m in summary["models"]] == [0, 1]
     assert main(["inspect", str(tmp_path / "nope.zarr")]) == 2
@@ -181,7 +188,7 @@ def test_inspect_prints_whole_error_messages() -> None:
         ],
     }  # fmt: skip
     lines = format_summary(summary).splitlines()
-    start = lines.index("failures (first error per model, whole):")
+    start = lines.index("failures (every distinct message per model, whole):")
     assert lines[start + 1] == f"  a: {long}"
     assert lines[start + 2 :] == ["  b: Traceback (most recent call last):", "      File 'f.py'", "    ValueError: boom"]
     assert "failures" not in format_summary({**summary, "models": [summary["models"][2]]})

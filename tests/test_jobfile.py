@@ -230,3 +230,13 @@ def test_job_target_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SpecError, match=r"is under '.*afile', which is a file, not a folder"):
         parse_job(job(tmp_path, target={"combined": "afile/out/export.zarr"}), source="job.yaml", base=tmp_path)
+
+
+def test_bad_roi_is_reported_at_its_own_field_path_not_under_a_model(tmp_path: Path) -> None:
+    d = job(tmp_path, spatials={"points": [[121.5, 31.2], [179.999, 10.0]], "buffer_m": 5000}, models=["rcf"])
+    with pytest.raises(SpecError) as info:
+        parse_job(d, source="job.yaml", base=tmp_path)
+    msg = str(info.value)
+    assert msg.startswith("job.yaml: spatials[1]: "), msg
+    assert "models[" not in msg
+    assert "crosses the antimeridian" in msg

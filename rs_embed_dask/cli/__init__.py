@@ -1,11 +1,12 @@
 """The ``rs-embed-dask`` command line (also ``python -m rs_embed_dask``).
 
 Commands: ``export JOB.yaml``, ``models``, ``describe MODEL``, ``inspect EXPORT``,
-``demo`` and ``cluster local|slurm|pbs`` (:mod:`.commands`), and rs-embed's
-``export-npz`` and ``inspect-gee`` with its flags (:mod:`.rs_embed_compat`);
-``--version`` prints ``rs-embed-dask <version>``.  Exit codes: 0 success, 1 an
-export with failed or partial models, 2 bad input (the job file, arguments, a
-model name).
+``ls DIR``, ``demo`` and ``cluster local|slurm|pbs`` (:mod:`.commands`), and
+rs-embed's ``export-npz`` and ``inspect-gee`` with its flags
+(:mod:`.rs_embed_compat`); ``--version`` prints ``rs-embed-dask <version>``.
+Exit codes (:data:`EXIT_CODES_HELP`, printed by ``--help``): 0 success, 1 an
+export with failed or partial models or a provider error, 2 bad input (the
+job file, arguments, a model name, a missing path).
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from collections.abc import Sequence
 from rs_embed_dask.cli import commands, rs_embed_compat
 from rs_embed_dask.cli.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_OK", "build_parser", "main"]
+
+#: The exit codes, as ``--help`` prints them (README's CLI section says the same).
+EXIT_CODES_HELP = """exit codes:
+  0  success (export: every model ok; inspect: the export's status is ok)
+  1  an export with failed or partial models (export, inspect), or a provider error (no
+     data, credentials refused); rs-embed's export-npz and inspect-gee keep rs-embed's
+     codes: 0 once the manifest is printed (read its status), 1 for their own argument
+     checks
+  2  bad input: the job file, an argument, a model name, or a path that does not exist
+     (argparse usage errors exit 2 too)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from rs_embed_dask import __version__
 
-    p = argparse.ArgumentParser(prog="rs-embed-dask", description="Remote-sensing embeddings on Dask.")
+    p = argparse.ArgumentParser(
+        prog="rs-embed-dask",
+        description="Remote-sensing embeddings on Dask.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"rs-embed-dask {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("models", help="list registered models")
+    m = sub.add_parser(
+        "models",
+        help="list the models: type, dims, sensor, extra needed, weights found here",
+        description="List the registered models as a table: type (on the fly / precomputed), embedding dims "
+        "(pooled; grid when different), sensor and bands, the optional extra it needs and whether it is "
+        "installed, and whether its default weights are found locally (offline: nothing is downloaded).",
+    )
     m.add_argument("--aliases", action="store_true", help="include aliases")
+    m.add_argument("--json", action="store_true", help="print the rows as JSON")
+    m.add_argument("--names", action="store_true", help="print the names only, one per line")
+    m.add_argument("--no-weights", action="store_true", help="skip the local weights check")
     m.set_defaults(func=commands.cmd_models)
     d = sub.add_parser("describe", help="describe one model (bands, scale, dims, outputs)")
     d.add_argument("model")
@@ -66,10 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for workers (default 600)")
     e.set_defaults(func=commands.cmd_export)
 
-    i = sub.add_parser("inspect", help="summarise an export: models, statuses, shapes, failures")
+    i = sub.add_parser(
+        "inspect",
+        help="summarise an export: models, statuses, shapes, failures",
+        description="Summarise an export: layout, items, per model its status, ok and failed counts and "
+        "shapes, and the first error of each model, printed whole.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("export", help="a combined file (.npz/.nc/.zarr), its .json manifest, or a per-item folder")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=commands.cmd_inspect)
+
+    ls = sub.add_parser(
+        "ls",
+        help="list the exports in a folder: layout, items, models, status, size",
+        description="List the exports in a folder (combined .npz/.nc with their .json manifest, .zarr stores, "
+        "per-item folders, and the .work.zarr working stores of unfinished runs) with their layout, items, "
+        "models, status and size on disk. Only manifests are read, never the arrays.",
+    )
+    ls.add_argument("folder", help="the folder to list")
+    ls.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ls.set_defaults(func=commands.cmd_ls)
 
     c = sub.add_parser(
         "cluster",

@@ -25,6 +25,7 @@ __all__ = [
     "cmd_describe",
     "cmd_export",
     "cmd_inspect",
+    "cmd_ls",
     "cmd_models",
 ]
 
@@ -32,12 +33,18 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the registered model names (``--aliases``: with aliases)."""
+    """The registered models as a table (``--json``: rows as JSON; ``--names``: names only)."""
     from rs_embed_dask import list_models
 
-    for name in list_models(include_aliases=args.aliases):
-        print(name)
-    return 0
+    if args.names:
+        for name in list_models(include_aliases=args.aliases):
+            print(name)
+        return EXIT_OK
+    from rs_embed_dask.cli.model_table import format_models_table, model_rows
+
+    rows = model_rows(include_aliases=args.aliases, check_weights=not args.no_weights)
+    print(json.dumps(rows, indent=2) if args.json else format_models_table(rows))
+    return EXIT_OK
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -245,6 +252,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
     return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List the exports in a folder from their manifests (table or ``--json``); exit 2 when it is no folder."""
+    from rs_embed_dask.cli.export_listing import export_rows, format_exports_table
+
+    if not os.path.isdir(args.folder):
+        print(f"rs-embed-dask: error: {args.folder!r} is not a folder.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows = export_rows(args.folder)
+    print(json.dumps(rows, indent=2, default=str) if args.json else format_exports_table(rows, args.folder))
+    return EXIT_OK
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:

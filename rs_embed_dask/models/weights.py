@@ -8,7 +8,9 @@ Every family resolves its checkpoint the same way, first match wins:
    with the same meaning;
 3. the Hugging Face hub through ``huggingface_hub.hf_hub_download`` at a
    pinned revision: the local cache first, then a download unless
-   ``HF_HUB_OFFLINE`` is set.
+   ``HF_HUB_OFFLINE`` is set or the hub cannot be reached (a quick connect
+   probe, once per process: :mod:`rs_embed_dask.models.hub_reach`), in which
+   case the lookup fails at once instead of retrying.
 
 When none gives a file the error says where it looked and how to provide the
 weights.  Checkpoints are read with safetensors or ``torch.load(...,
@@ -55,7 +57,9 @@ def _hub_cached(repo: str, filename: str, revision: str | None) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    hit = try_to_load_from_cache(repo, filename, revision=revision)
+    from rs_embed_dask.models.hub_reach import hub_cache_dir
+
+    hit = try_to_load_from_cache(repo, filename, revision=revision, cache_dir=hub_cache_dir())
     return Path(hit) if isinstance(hit, str) else None
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "teacher", "module")
@@ -126,20 +130,38 @@ def find_weights(
         except ImportError:
             looked.append("the Hugging Face hub (huggingface_hub is not installed)")
         else:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+            from rs_embed_dask.models.hub_reach import (
+                hub_cache_dir,
+                hub_endpoint,
+                hub_offline_env,
+                hub_reachable,
+            )
+
+            offline = hub_offline_env()
             if _PROBE.get():
                 cached = _hub_cached(hf_repo, hf_filename, revision)
                 if cached is not None:
                     return cached
                 if not offline:
                     return DOWNLOAD_PENDING
-            try:
-                return Path(hf_hub_download(hf_repo, hf_filename, revision=revision))
-            except Exception as exc:  # offline, not cached, gated, unknown revision
+            # offline or no network: the cache only, at once (a download would retry for ~25 s)
+            why = "$HF_HUB_OFFLINE is set" if offline else (None if hub_reachable() else f"{hub_endpoint()} cannot be reached")
+            if why is not None:
+                cached = _hub_cached(hf_repo, hf_filename, revision)
+                if cached is not None:
+                    return cached
                 looked.append(
-                    f"the Hugging Face hub {hf_repo}/{hf_filename}@{revision or 'main'} "
-                    f"({type(exc).__name__}: {exc})"
+                    f"the Hugging Face cache {hub_cache_dir()!r} for {hf_repo}/{hf_filename}@{revision or 'main'} "
+                    f"(not there, or set $HF_HUB_CACHE / $HF_HOME to another cache; the hub was not asked: {why})"
                 )
+            else:
+                try:
+                    return Path(hf_hub_download(hf_repo, hf_filename, revision=revision))
+                except Exception as exc:  # not cached, gated, unknown revision
+                    looked.append(
+                        f"the Hugging Face hub {hf_repo}/{hf_filename}@{revision or 'main'} "
+                        f"({type(exc).__name__}: {exc})"
+                    )
     raise ModelError(
         f"No weights found for model {model!r}. Looked at: " + "; ".join(looked) + ". "
         f"Provide them with weights='/path/to/checkpoint' (a keyword of get_embedding and Model; "
