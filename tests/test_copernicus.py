@@ -185,6 +185,9 @@ def test_hub_download_is_the_last_resort(product, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
     assert cop.find_product({}) == path
+    from rs_embed_dask.models.hub_reach import hub_offline
+
+    assert seen.pop("local_files_only") is hub_offline()  # no retries when the hub cannot be reached
     assert seen == {
         "repo_id": "torchgeo/copernicus_embed",
         "filename": "embed_map_310k.tif",

@@ -102,7 +102,12 @@ def find_product(config: Mapping[str, Any]) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(HF_REPO, HF_FILENAME, repo_type="dataset", revision=HF_REVISION))
+        from rs_embed_dask.models.hub_reach import hub_offline
+
+        return Path(
+            hf_hub_download(HF_REPO, HF_FILENAME, repo_type="dataset", revision=HF_REVISION,
+                            local_files_only=hub_offline())  # unreachable hub: no retries
+        )  # fmt: skip
     except Exception as exc:  # offline, not cached, missing package
         hub = f"{type(exc).__name__}: {exc}"
     raise ModelError(

@@ -303,9 +303,12 @@ class TerraFMEmbedder(ViTEmbedder):
             try:
                 from huggingface_hub import hf_hub_download
 
+                from rs_embed_dask.models.hub_reach import hub_offline
+
                 return Path(
-                    hf_hub_download(HF_REPO, HF_FILENAME, revision=HF_REVISION, cache_dir=self.cache_dir)
-                )
+                    hf_hub_download(HF_REPO, HF_FILENAME, revision=HF_REVISION, cache_dir=self.cache_dir,
+                                    local_files_only=hub_offline())  # unreachable hub: no retries
+                )  # fmt: skip
             except Exception:  # not there and offline: find_weights says where it looked
                 pass
         return self.hub.find(self.name, cfg)
