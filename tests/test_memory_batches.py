@@ -117,8 +117,10 @@ def test_worker_memory_limit_sizes_batches_in_an_export(tmp_path: Path) -> None:
         with Client(cluster, set_as_default=False) as client:
             limits = client.run(lambda dask_worker: dask_worker.memory_manager.memory_limit)
             limit = min(int(v) for v in limits.values())
-            # 3.5 items fit 0.6 of the limit; the process's resident size leaves room for 3
-            plug.BatchLoggingRCF.BYTES_PER_ITEM = int(0.6 * limit / 3.5)
+            held = max(client.run(lambda: __import__("psutil").Process().memory_info().rss).values())
+            # 3.5 items fit in 0.6 of the limit less what the process holds now (half an item of slack
+            # for what it holds during the export): batches of 3
+            plug.BatchLoggingRCF.BYTES_PER_ITEM = int((0.6 * limit - held) / 3.5)
             cfg = ExportConfig(chunk_size=8, show_progress=False, save_inputs=False)
             outs = {}
             for tag in ("memory", "whole"):
