@@ -172,9 +172,7 @@ def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = Tr
     with spawn_without_main():
         cluster = local_cluster(io_threads=io_threads, verbose=False)
         try:
-            with Client(cluster) as c:
-                if verbose and c.dashboard_link:
-                    print(f"rs-embed-dask: local cluster dashboard at {c.dashboard_link}", flush=True)
+            with Client(cluster) as c:  # the export's progress bar prints the dashboard link, once
                 yield c
         finally:
             cluster.close()
