@@ -287,6 +287,8 @@ def test_missing_weights_are_refused_before_the_cluster(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     monkeypatch.delenv("RS_EMBED_SATMAE_WEIGHTS", raising=False)
     refused(tmp_path, no_cluster, ModelError, r"No weights found for model 'satmae'", models=["satmae"])
+    monkeypatch.delenv("RS_EMBED_CLAY_WEIGHTS", raising=False)
+    refused(tmp_path, no_cluster, ModelError, r"No weights found for model 'clay'", models=["clay"])
 
 
 # -- the target --------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class ClayEmbedder(TorchEmbedder):
     """
 
     name = "clay"
+    hub = CHECKPOINT  # where the weights lookups (preflight, `rs-embed-dask models`) find the file
     requires = ("torch", "einops", "terratorch")
     extra = "clay"
     requires_georef = True
