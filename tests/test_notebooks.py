@@ -15,6 +15,9 @@ KERNEL_NAME = "rs-embed-dask-test"
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
+#: notebooks that run an export with its progress bar on
+WIDGET_PROGRESS = {"cluster"}
+
 EXPECTED = {
     "quickstart": ["quickstart_grid_pca.png", "quickstart_map_pca.png", "quickstart_map_kmeans.png"],
     "cluster": ["cluster_region_kmeans.png"],
@@ -72,3 +75,19 @@ def test_notebook_runs_and_writes_pngs(name: str, kernel_env: Path, tmp_path: Pa
         assert len(data) > 5000, png
     # figures are displayed inline too
     assert any("image/png" in o.get("data", {}) for o in outputs)
+    # progress bars are widgets (ipywidgets installed), never tqdm's plain-text fallback
+    streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "TqdmWarning" not in streams and "IProgress not found" not in streams
+    if name in WIDGET_PROGRESS:
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+
+
+def test_jupyterlab_and_the_dask_extension_are_installed() -> None:
+    """The `notebooks` extra brings JupyterLab and dask-labextension (the dashboard inside JupyterLab)."""
+    import subprocess
+
+    jupyter = Path(sys.executable).with_name("jupyter")
+    out = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().split(".")[0].isdigit() and int(out.stdout.split(".")[0]) >= 4
+    ext = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=120)
+    assert "dask-labextension" in ext.stdout + ext.stderr
