@@ -77,7 +77,8 @@ def test_notebook_runs_and_writes_pngs(name: str, kernel_env: Path, tmp_path: Pa
     assert any("image/png" in o.get("data", {}) for o in outputs)
     # progress bars are widgets (ipywidgets installed), never tqdm's plain-text fallback
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "TqdmWarning" not in streams and "IProgress not found" not in streams
+    assert "TqdmWarning" not in streams
+    assert "IProgress not found" not in streams
     if name in WIDGET_PROGRESS:
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
@@ -88,6 +89,7 @@ def test_jupyterlab_and_the_dask_extension_are_installed() -> None:
 
     jupyter = Path(sys.executable).with_name("jupyter")
     out = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip().split(".")[0].isdigit() and int(out.stdout.split(".")[0]) >= 4
+    assert out.stdout.strip().split(".")[0].isdigit()
+    assert int(out.stdout.split(".")[0]) >= 4
     ext = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=120)
     assert "dask-labextension" in ext.stdout + ext.stderr

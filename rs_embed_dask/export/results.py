@@ -218,6 +218,11 @@ class ModelResult:
             f"n_meta={len(self.meta)}, error={self.error!r})"
         )
 
+    def _repr_html_(self) -> str:
+        from rs_embed_dask.export.results_html import model_result_html
+
+        return model_result_html(self)
+
 
 def spatial_centre(spatial: Mapping[str, Any] | None) -> tuple[float, float]:
     """``(lon, lat)`` in degrees of a serialised ROI: the point, or the box centre.
@@ -340,6 +345,11 @@ class ExportResult:
             f"ExportResult(layout={self.layout!r}, format={self.format!r}, n_items={self.n_items}, "
             f"status={self.status!r}, models={list(self.models)}, path={self.path!r})"
         )
+
+    def _repr_html_(self) -> str:
+        from rs_embed_dask.export.results_html import export_result_html
+
+        return export_result_html(self)
 
     @property
     def ok_models(self) -> list[str]:
