@@ -10,7 +10,6 @@ weights URL comes from torchgeo import it (and torch) once for the process.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,37 +51,16 @@ def _sensor(desc: dict[str, Any]) -> str:
     return text
 
 
-def _locate(emb: Any) -> Any:
-    """The default checkpoint file(s) as the weights lookup finds them offline; ``None``: the model has none."""
-    from rs_embed_dask.models.weights import find_weights
-
-    cfg = dict(getattr(emb, "model_config", None) or {})
-    hub = getattr(emb, "hub", None)
-    if hub is not None and callable(getattr(hub, "find", None)):
-        return hub.find(emb.name, cfg)
-    if callable(getattr(emb, "checkpoint", None)):
-        return emb.checkpoint()  # a path, or a tuple of them (olmoearth: config and weights)
-    repo, filename = getattr(emb, "hf_repo", None), getattr(emb, "filename", None)
-    env_var = (emb.describe() or {}).get("weights_env")
-    if isinstance(repo, str) and isinstance(filename, str) and isinstance(env_var, str):
-        return find_weights(emb.name, config=cfg, env_var=env_var, filenames=[filename], hf_repo=repo, hf_filename=filename)
-    # a family that keeps its hub file at module level (e.g. clay)
-    module_ckpt = getattr(sys.modules.get(type(emb).__module__), "CHECKPOINT", None)
-    if module_ckpt is not None and callable(getattr(module_ckpt, "find", None)):
-        return module_ckpt.find(emb.name, cfg)
-    return None
-
-
 def _weights(emb: Any, desc: dict[str, Any]) -> tuple[str, list[str]]:
     """``(status, files)``: ``yes``, ``no``, ``-`` (none needed) or ``?`` (could not be checked)."""
     from rs_embed_dask.core.errors import ModelError
-    from rs_embed_dask.models.weights import DOWNLOAD_PENDING, offline_probe
+    from rs_embed_dask.models.weights import DOWNLOAD_PENDING, locate_weights, offline_probe
 
     if desc.get("type") == "precomputed":
         return "-", []
     try:
         with offline_probe():
-            found = _locate(emb)
+            found = locate_weights(emb, emb.name, dict(getattr(emb, "model_config", None) or {}))
     except ModelError:
         return "no", []
     except Exception as exc:  # e.g. torchgeo missing for a torchgeo weights URL

@@ -28,7 +28,7 @@ from typing import Any
 
 from rs_embed_dask.core.errors import ModelError
 
-__all__ = ["find_weights", "load_state_dict", "offline_probe", "strip_prefix"]
+__all__ = ["find_weights", "load_state_dict", "locate_weights", "offline_probe", "strip_prefix"]
 
 #: Set by :func:`offline_probe`: the hub is looked up in the local cache only.
 _PROBE: contextvars.ContextVar[bool] = contextvars.ContextVar("rs_embed_weights_probe", default=False)
@@ -176,6 +176,31 @@ def find_weights(
         )
         + "."
     )
+
+
+def locate_weights(emb: Any, name: str, config: Mapping[str, Any]) -> Any:
+    """The checkpoint file(s) of embedder ``emb`` as its family looks them up; ``None``: it names none.
+
+    A family locates weights through a ``hub`` with ``find``, a
+    ``checkpoint()`` method, or the ``hf_repo`` / ``filename`` attributes and
+    ``describe()["weights_env"]``.  Under :func:`offline_probe` this is the
+    client's cheap presence check (the export preflight, ``rs-embed-dask models``).
+    """
+    hub = getattr(emb, "hub", None)
+    if hub is not None and callable(getattr(hub, "find", None)):
+        return hub.find(name, config)
+    if callable(getattr(emb, "checkpoint", None)):
+        return emb.checkpoint()  # a path, or a tuple of them (olmoearth: config and weights)
+    repo, filename = getattr(emb, "hf_repo", None), getattr(emb, "filename", None)
+    try:
+        env_var = (emb.describe() or {}).get("weights_env")
+    except Exception:
+        env_var = None
+    if isinstance(repo, str) and isinstance(filename, str) and isinstance(env_var, str):
+        return find_weights(
+            name, config=config, env_var=env_var, filenames=[filename], hf_repo=repo, hf_filename=filename
+        )
+    return None
 
 
 def load_state_dict(path: str | os.PathLike[str], *, key: str | None = None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from rs_embed_dask.pipeline import run_with_retry
 from rs_embed_dask.providers import ee_session
 from rs_embed_dask.providers import gee_images as gi
 from rs_embed_dask.providers.base import Provider, ProviderOption
-from rs_embed_dask.validation.secrets import looks_like_secret
+from rs_embed_dask.validation.secrets import SECRET_OPTION_NAMES, looks_like_secret
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_SIDE", "GEEProvider", "decode_pixels", "pixel_grid"]
 
@@ -47,7 +47,6 @@ MAX_REQUEST_BYTES = 48 * 2**20
 #: computePixels limit on each side of the grid.
 MAX_SIDE = 32768
 _BYTES_PER_SAMPLE = 4 + 1  # float32 + Earth Engine's mask byte
-_SECRET_OPTIONS = ("credentials", "key_data", "private_key", "token", "access_token", "refresh_token")
 
 
 def pixel_grid(window: GridWindow) -> dict[str, Any]:
@@ -210,7 +209,7 @@ class GEEProvider(Provider):
     @classmethod
     def _check_options(cls, unknown: Mapping[str, Any]) -> None:
         for key in unknown:
-            if key in _SECRET_OPTIONS:
+            if key in SECRET_OPTION_NAMES:
                 raise ProviderError(
                     f"gee provider option {key!r} is not accepted: credentials must never travel in the "
                     "task graph. Pass credentials_file=<path of a service-account JSON key> instead."

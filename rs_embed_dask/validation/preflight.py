@@ -138,36 +138,17 @@ def preflight_providers(backends: Iterable[str], options: Any) -> None:
 def check_weights(model: Any) -> None:
     """Refuse a model whose checkpoint is not present (offline, nothing read or downloaded).
 
-    ``model`` is a :class:`~rs_embed_dask.resolve.ResolvedModel`.  Families
-    locate weights through :func:`rs_embed_dask.models.weights.find_weights`
-    (a ``hub`` with ``find``, a ``checkpoint()`` method, or the ``hf_repo`` /
-    ``filename`` / ``weights_env`` of their description); models without
-    weights pass.
+    ``model`` is a :class:`~rs_embed_dask.resolve.ResolvedModel`; the family's
+    lookup is :func:`rs_embed_dask.models.weights.locate_weights`.  Models
+    without weights pass.
     """
     from rs_embed_dask.core.registry import get_model_class
-    from rs_embed_dask.models.weights import find_weights, offline_probe
+    from rs_embed_dask.models.weights import locate_weights, offline_probe
 
     emb: Any = get_model_class(model.canonical)(model.config_dict)
     cfg = dict(getattr(emb, "model_config", None) or model.config_dict)
     with offline_probe():
-        hub = getattr(emb, "hub", None)
-        if hub is not None and callable(getattr(hub, "find", None)):
-            hub.find(model.canonical, cfg)
-            return
-        if callable(getattr(emb, "checkpoint", None)):
-            emb.checkpoint()
-            return
-        repo, filename = getattr(emb, "hf_repo", None), getattr(emb, "filename", None)
-        env_var = None
-        try:
-            env_var = (emb.describe() or {}).get("weights_env")
-        except Exception:
-            env_var = None
-        if isinstance(repo, str) and isinstance(filename, str) and isinstance(env_var, str):
-            find_weights(
-                model.canonical, config=cfg, env_var=env_var, filenames=[filename],
-                hf_repo=repo, hf_filename=filename,
-            )  # fmt: skip
+        if locate_weights(emb, model.canonical, cfg) is not None:
             return
     w = cfg.get("weights")
     if isinstance(w, (str, os.PathLike)) and not Path(w).expanduser().exists():
