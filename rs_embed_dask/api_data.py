@@ -523,7 +523,7 @@ def _batch(
     else:
         from rs_embed_dask.cluster import export_client
 
-        with export_client(client, verbose=False) as cl:
+        with export_client(client) as cl:
             embs = _run_on_cluster(cl, rm, items, groups, **kw)
     if len(embs) != len(items):
         raise ModelError("Internal error: temporal-grouped dispatch lost items.")

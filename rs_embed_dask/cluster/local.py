@@ -144,7 +144,7 @@ def local_cluster(
 
 
 @contextlib.contextmanager
-def export_client(client: Any = None, *, io_threads: int = 8, verbose: bool = True) -> Iterator[Any]:
+def export_client(client: Any = None, *, io_threads: int = 8) -> Iterator[Any]:
     """The client to run an export on.
 
     The given client, else the active one, else an embedded local cluster

@@ -216,7 +216,7 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
         if run_in_process(plan, client):  # a few chunks: no cluster to start
             runner = inline_client()
         else:
-            runner = export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)), verbose=plan.config.show_progress)
+            runner = export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)))
         external = client is not None or active_client() is not None
         with runner as cl:
             if external and not getattr(cl, "in_process", False):
