@@ -9,7 +9,7 @@ from typing import Any
 
 @contextlib.contextmanager
 def local_client(*, io_threads: int, inference_workers: int) -> Iterator[Any]:
-    """A client of a local cluster (one IO worker process), once all its workers are up; both closed on exit."""
+    """A client of a local cluster with separate IO and inference workers, once all are up; both closed on exit."""
     from distributed import Client
 
     from rs_embed_dask.cluster import local_cluster
@@ -19,7 +19,7 @@ def local_client(*, io_threads: int, inference_workers: int) -> Iterator[Any]:
     )
     c = Client(cluster, set_as_default=False)
     try:
-        c.wait_for_workers(1 + inference_workers, timeout=120)
+        c.wait_for_workers(len(cluster.workers), timeout=120)
         yield c
     finally:
         c.close()

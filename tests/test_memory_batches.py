@@ -152,7 +152,7 @@ def test_killed_inference_worker_names_the_settings(tmp_path: Path) -> None:
         cluster = local_cluster(io_threads=2, dashboard_address=None, verbose=False)
         try:
             with Client(cluster, set_as_default=False) as client:
-                client.wait_for_workers(2, timeout=120)
+                client.wait_for_workers(len(cluster.workers), timeout=120)
                 with pytest.raises(ModelError) as info:
                     export_batch(spatials=ROIS[:2], temporal=TEMPORAL, models=[plug.KILLER_NAME],
                                  target=ExportTarget.combined(str(tmp_path / "k.npz")),

@@ -156,6 +156,7 @@ def _client_for(choice: Any, *, wait_s: float) -> Iterator[Any]:
     from distributed import Client
 
     from rs_embed_dask import cluster as clusters
+    from rs_embed_dask.cluster.local import close_cluster
 
     if choice.kind == "local":
         if not choice.local:
@@ -166,7 +167,7 @@ def _client_for(choice: Any, *, wait_s: float) -> Iterator[Any]:
             with Client(lc) as c:
                 yield c
         finally:
-            lc.close()
+            close_cluster(lc)
         return
     if choice.kind in ("scheduler", "scheduler_file"):
         kw = {"address": choice.address} if choice.kind == "scheduler" else {"scheduler_file": choice.address}

@@ -1,8 +1,14 @@
 """The embedded default: both worker pools on this machine.
 
-IO workers run many threads and advertise the resource ``io``; inference
-workers run one thread each, advertise ``gpu`` and see one GPU each
-(``CUDA_VISIBLE_DEVICES``), or stand in for a GPU on a machine without one.
+Fetch and write tasks ask for the resource ``io``, inference tasks for
+``gpu``.  With GPUs (layout ``"split"``), IO workers run many threads and
+inference workers run one thread each and see one GPU each
+(``CUDA_VISIBLE_DEVICES``).  On a machine without a GPU the default layout is
+``"shared"``: one worker process holds both resources, inference uses every
+core through torch's threads, and fetches, decoding, compression and writes
+run on threads of the same process in the gaps, with no transfer of inputs
+between processes.  Measured on the export benchmark, that layout comes
+closest to the forward pass alone on all cores (``benchmarks/bench_cpu_layouts.py``).
 :func:`export_client` starts such a cluster for one export call when no
 client is given or active.
 """
@@ -15,8 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from rs_embed_dask.cluster.client import print_dashboard
+from rs_embed_dask.core.errors import SpecError
 
-__all__ = ["export_client", "local_cluster"]
+__all__ = ["close_cluster", "export_client", "local_cluster"]
 
 
 def _visible_gpus() -> list[str]:
@@ -29,6 +36,12 @@ def _visible_gpus() -> list[str]:
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:  # pragma: no cover - torch missing or broken
         return []
+
+
+def _cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def _cpu_split(n_inf: int, inference_threads: int | None) -> tuple[list[list[int]], list[int]]:
@@ -57,8 +70,9 @@ def local_cluster(
     processes: bool = True,
     verbose: bool = True,
     inference_threads: int | None = None,
+    layout: str = "auto",
 ) -> Any:
-    """Start a local cluster with separate IO and inference pools.
+    """Start a local cluster for exports: an IO pool and an inference pool.
 
     Parameters
     ----------
@@ -68,7 +82,8 @@ def local_cluster(
         Concurrent fetch tasks per IO worker.
     inference_workers : int, optional
         Inference worker processes (one thread each, resource ``gpu=1``); default one per
-        visible GPU, or one CPU stand-in when there is no GPU.
+        visible GPU, or one CPU stand-in when there is no GPU.  Giving it selects the
+        ``"split"`` layout under ``layout="auto"``.
     memory_limit : str or float, default "auto"
         Per-worker memory limit passed to the workers.
     dashboard_address : str, optional
@@ -83,20 +98,49 @@ def local_cluster(
         the inference workers.  On Linux those cores are the worker's own and
         the IO workers are pinned to the others, as a GPU worker has its
         device to itself (Dask starts workers with ``OMP_NUM_THREADS=1``; the
-        inference task is the one that should use its cores).
+        inference task is the one that should use its cores).  In the
+        ``"shared"`` layout: torch threads of the shared worker (default: all
+        cores), no pinning.
+    layout : {"auto", "shared", "split"}, default "auto"
+        ``"split"``: separate IO and inference worker processes (the layout of
+        a GPU machine).  ``"shared"``: one worker process with both resources
+        (``io=io_threads``, ``gpu=1``) and ``io_threads + 3`` threads, inference
+        on all cores; CPU only.  ``"auto"``: ``"shared"`` when no GPU is
+        visible, one IO worker is asked for and ``inference_workers`` is not
+        given, else ``"split"``.
 
     Returns
     -------
     distributed.SpecCluster
     """
-    from distributed import Nanny, Scheduler, SpecCluster, Worker
+    from distributed import Nanny, Worker
 
+    if layout not in ("auto", "shared", "split"):
+        raise SpecError(f"local_cluster: layout must be one of 'auto', 'shared', 'split'; got {layout!r}.")
     gpus = _visible_gpus()
-    n_inf = inference_workers if inference_workers is not None else max(1, len(gpus))
+    if layout == "shared" and gpus:
+        raise SpecError(
+            f"local_cluster: layout='shared' runs inference on the CPU, but GPUs {gpus} are visible; "
+            "use layout='split' (or 'auto'), or hide them with CUDA_VISIBLE_DEVICES=''."
+        )
+    if layout == "auto":
+        layout = "shared" if not gpus and io_workers == 1 and inference_workers is None else "split"
     cls = Nanny if processes else Worker
     workers: dict[str, Any] = {}
     # worker processes log at WARNING unless the user configured otherwise
     quiet = {"DASK_LOGGING__DISTRIBUTED": os.environ.get("DASK_LOGGING__DISTRIBUTED", "warning")}
+    if layout == "shared":
+        shared: dict[str, Any] = {
+            "nthreads": io_threads + 3,  # fetches, the inference task and write tasks beside them
+            "resources": {"io": io_threads, "gpu": 1},
+            "memory_limit": memory_limit,
+        }
+        if processes:
+            threads = inference_threads or len(_cores())
+            shared.update(env={**quiet, "RS_EMBED_TORCH_THREADS": str(int(threads))}, silence_logs=30)
+        workers["cpu-0"] = {"cls": cls, "options": shared}
+        return _spec_cluster(workers, dashboard_address, verbose)
+    n_inf = inference_workers if inference_workers is not None else max(1, len(gpus))
     inf_cores, io_cores = _cpu_split(n_inf, inference_threads) if processes and not gpus else ([], [])
     for i in range(io_workers):
         workers[f"io-{i}"] = {
@@ -127,6 +171,12 @@ def local_cluster(
                 opts["env"]["RS_EMBED_CPU_AFFINITY"] = ",".join(map(str, inf_cores[i]))
                 opts["preload"] = ["rs_embed_dask.cluster.worker_setup"]
         workers[f"gpu-{i}"] = {"cls": cls, "options": opts}
+    return _spec_cluster(workers, dashboard_address, verbose)
+
+
+def _spec_cluster(workers: dict[str, Any], dashboard_address: str | None, verbose: bool) -> Any:
+    from distributed import Scheduler, SpecCluster
+
     scheduler = {
         "cls": Scheduler,
         # the scheduler's HTTP server (health, metrics) starts even without a dashboard, on
@@ -175,4 +225,24 @@ def export_client(client: Any = None, *, io_threads: int = 8) -> Iterator[Any]:
             with Client(cluster) as c:  # the export's progress bar prints the dashboard link, once
                 yield c
         finally:
-            cluster.close()
+            close_cluster(cluster)
+
+
+def close_cluster(cluster: Any, timeout: float = 10.0) -> None:
+    """Close a local cluster's workers, then its scheduler.
+
+    ``SpecCluster.close`` may close the scheduler while a worker is between
+    two heartbeats; that worker then logs a ``CommClosedError`` traceback
+    after a run that went well.  Scaling to zero first lets every worker
+    unregister and stop its heartbeats before the scheduler goes.
+    """
+    import time
+
+    try:
+        cluster.scale(0)
+        deadline = time.monotonic() + timeout
+        while cluster.scheduler_info.get("workers") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except Exception:  # a cluster that is already closing: close() below finishes it
+        pass
+    cluster.close()

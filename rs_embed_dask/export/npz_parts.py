@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from rs_embed_dask.export.deflate import deflate_segment
 from rs_embed_dask.export.writers import atomic_path, c_order_bytes, npy_header, npy_member
 
 __all__ = ["StoreRows", "crc32_combine", "parts_dir", "read_part", "read_part_rows", "write_npz_from_parts", "write_part"]
@@ -98,8 +99,7 @@ def _part_path(store_path: str, array: str, start: int) -> str:
 
 
 def _deflate(data: memoryview | bytes, level: int) -> bytes:
-    c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    return deflate_segment(data, level)
 
 
 def write_part(store_path: str, array: str, start: int, block: np.ndarray, *, level: int = 1) -> str:

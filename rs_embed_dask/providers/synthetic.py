@@ -87,6 +87,8 @@ def _hash01(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
 
 def _value_noise(xs: np.ndarray, ys: np.ndarray, cell_m: float, seed: int) -> np.ndarray:
     """Smooth value noise in [-1, 1] on the (ys x xs) grid of metre coordinates."""
+    if xs.size == 0 or ys.size == 0:
+        return np.zeros((ys.size, xs.size))
     gx = xs / cell_m
     gy = ys / cell_m
     ix0 = np.floor(gx).astype(np.int64)
@@ -95,14 +97,19 @@ def _value_noise(xs: np.ndarray, ys: np.ndarray, cell_m: float, seed: int) -> np
     fy = gy - iy0
     sx = fx * fx * (3 - 2 * fx)
     sy = fy * fy * (3 - 2 * fy)
-    X0 = ix0[None, :]
-    Y0 = iy0[:, None]
-    v00 = _hash01(X0, Y0, seed)
-    v10 = _hash01(X0 + 1, Y0, seed)
-    v01 = _hash01(X0, Y0 + 1, seed)
-    v11 = _hash01(X0 + 1, Y0 + 1, seed)
-    a = v00 + (v10 - v00) * sx[None, :]
-    b = v01 + (v11 - v01) * sx[None, :]
+    # hash each lattice corner once (a cell spans many pixels) and interpolate along x on the
+    # lattice rows; gathering those rows per pixel row then does the same arithmetic per pixel
+    x_lo, y_lo = int(ix0.min()), int(iy0.min())
+    lattice = _hash01(
+        np.arange(x_lo, int(ix0.max()) + 2, dtype=np.int64)[None, :],
+        np.arange(y_lo, int(iy0.max()) + 2, dtype=np.int64)[:, None],
+        seed,
+    )
+    cols, rows = ix0 - x_lo, iy0 - y_lo
+    left, right = lattice[:, cols], lattice[:, cols + 1]
+    along_x = left + (right - left) * sx[None, :]  # (lattice rows, W)
+    a = along_x[rows]
+    b = along_x[rows + 1]
     return (a + (b - a) * sy[:, None]) * 2.0 - 1.0
 
 
