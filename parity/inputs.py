@@ -55,6 +55,9 @@ BAND_ALIASES = {
 _LEVEL = {
     "B1": 1100.0, "B2": 900.0, "B3": 1100.0, "B4": 1000.0, "B5": 1500.0, "B6": 2300.0,
     "B7": 2600.0, "B8": 2800.0, "B8A": 2900.0, "B9": 3000.0, "B11": 2100.0, "B12": 1300.0,
+    # MODIS (satvision's proxy): MOD09GA surface reflectance x 10000, MOD21A1D LST_1KM in K / 0.02
+    "SUR_REFL_B01": 1000.0, "SUR_REFL_B02": 2800.0, "SUR_REFL_B03": 900.0, "SUR_REFL_B04": 1100.0,
+    "SUR_REFL_B06": 2100.0, "SUR_REFL_B07": 1300.0, "LST_1KM": 14500.0,
 }  # fmt: skip
 
 #: Sentinel-1 GRD polarisations the fake providers know: typical backscatter in dB

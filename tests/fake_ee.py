@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_dask.geometry import GridWindow
-from rs_embed_dask.providers.synthetic import S2_BANDS, SyntheticProvider
+from rs_embed_dask.providers.synthetic import MODIS_COLLECTIONS, S2_BANDS, SyntheticProvider
 
 MAX_BYTES = 48 * 2**20
 MAX_SIDE = 32768
@@ -63,6 +63,8 @@ def collection_bands(collection_id: str) -> tuple[str, ...] | None:
         return GSE_BANDS
     if c == "GOOGLE/CLOUD_SCORE_PLUS/V1/S2_HARMONIZED":
         return ("cs", "cs_cdf")
+    if c in MODIS_COLLECTIONS:  # satvision's proxy sources
+        return MODIS_COLLECTIONS[c]
     return None
 
 
@@ -525,6 +527,8 @@ class FakeEarthEngine:
             base = self.world.render(window, dates, [7, 10]).astype(np.float64)
             db = np.stack([-(base[0] / 500.0) - 5.0 if b == "VV" else -(base[1] / 400.0) - 12.0 for b in bands])
             return db if c == "COPERNICUS/S1_GRD" else np.power(10.0, db / 10.0)
+        if c in MODIS_COLLECTIONS:
+            return self.world.render_modis(window, dates, list(bands)).astype(np.float64)
         raise EEError(f"no values for {cid}")
 
 

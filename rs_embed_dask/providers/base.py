@@ -168,9 +168,18 @@ class Provider:
         FetchResult
         """
         window = grid_window(spatial, sensor.scale_m)
+        # a collection composed of other collections' bands (rs-embed's MODIS proxy, providers/composed.py)
+        from rs_embed_dask.providers.composed import composed_collection, fetch_composed
+
+        composed = composed_collection(sensor.collection) is not None
+        if composed and n_frames is not None:
+            raise ProviderError(f"{sensor.collection!r} is served as one composite only, not as {n_frames} frames.")
         if n_frames is None:
             dates = temporal.date_range() if temporal is not None else None
-            arr, m = self.fetch_window(window, dates, sensor)
+            if composed:
+                arr, m = fetch_composed(self, window, dates, sensor)
+            else:
+                arr, m = self.fetch_window(window, dates, sensor)
             data, meta = self._finish(arr, sensor, window), dict(m)
         else:
             if temporal is None:

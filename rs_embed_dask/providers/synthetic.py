@@ -58,6 +58,19 @@ _SPECTRA = np.array(
 )
 #: Sentinel-1 GRD polarisations the synthetic world renders.
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
+#: MODIS bands the synthetic world renders (rs-embed's SatVision proxy sources), per collection:
+#: MOD09GA surface reflectance x 10000 (from the Sentinel-2 band of the nearest wavelength), and
+#: MOD21A1D land-surface temperature in its raw units (kelvin / 0.02).
+MODIS_REFLECTANCE: dict[str, str] = {
+    "sur_refl_b01": "B4", "sur_refl_b02": "B8A", "sur_refl_b03": "B2", "sur_refl_b04": "B3",
+    "sur_refl_b05": "B8A", "sur_refl_b06": "B11", "sur_refl_b07": "B12",
+}  # fmt: skip
+MODIS_COLLECTIONS: dict[str, tuple[str, ...]] = {
+    "MODIS/061/MOD09GA": tuple(MODIS_REFLECTANCE),
+    "MODIS/061/MOD21A1D": ("LST_1KM",),
+}
+# Typical land-surface temperature (K) per class, in CLASSES order.
+_LST_K = np.array([288.0, 299.0, 301.0, 296.0, 306.0, 311.0, 266.0], dtype=np.float32)
 # Typical C-band backscatter in dB, per class, in S1_BANDS order.
 _SIGMA0_DB = np.array(
     [[-22.0, -28.0], [-11.0, -18.0], [-13.0, -20.0], [-8.0, -14.0], [-3.0, -10.0], [-15.0, -24.0], [-12.0, -20.0]],
@@ -176,6 +189,20 @@ class SyntheticProvider(Provider):
     @classmethod
     def check_sensor(cls, sensor: SensorSpec, options: Any = None) -> None:
         """Refuse bands the synthetic world does not render, listing those it does."""
+        from rs_embed_dask.providers.composed import check_composed_bands, composed_collection
+
+        if composed_collection(sensor.collection) is not None:
+            check_composed_bands(sensor)
+            return
+        modis = MODIS_COLLECTIONS.get(str(sensor.collection).strip().upper())
+        if modis is not None:
+            unknown = [b for b in sensor.bands if b not in modis]
+            if unknown:
+                raise SpecError(
+                    f"SensorSpec.bands: the synthetic provider has no band(s) {unknown} in {sensor.collection!r}; "
+                    f"bands: {list(modis)}."
+                )
+            return
         names = [str(b).strip().upper() for b in sensor.bands]
         sar = [b for b in names if b in S1_BANDS]
         if sar and len(sar) != len(names):
@@ -289,10 +316,40 @@ class SyntheticProvider(Provider):
         db = db + (_value_noise(xs, ys, 30.0, self.seed + 11) * 1.5 + _fbm(xs, ys, 500.0, self.seed + 13, 2))[None]
         return (10.0 ** (db / 10.0) if linear else db).astype(np.float32)
 
+    def render_modis(self, window: GridWindow, dates: tuple[date, date] | None, bands: list[str]) -> np.ndarray:
+        """``(C, H, W)`` float32 MODIS values: MOD09GA reflectance x 10000, MOD21A1D ``LST_1KM`` (K / 0.02)."""
+        out = np.empty((len(bands), window.height, window.width), dtype=np.float32)
+        refl = [b for b in bands if b in MODIS_REFLECTANCE]
+        if refl:
+            img = self.render(window, dates, [S2_BANDS.index(MODIS_REFLECTANCE[b]) for b in refl])
+            for b, arr in zip(refl, img, strict=True):
+                out[bands.index(b)] = arr
+        if "LST_1KM" in bands:
+            xs, ys = window.pixel_centers()
+            lats = np.degrees(2.0 * np.arctan(np.exp(ys / 6378137.0)) - np.pi / 2.0)
+            doy = (dates[0] + (dates[1] - dates[0]) / 2).timetuple().tm_yday if dates is not None else 196
+            season = np.where(lats >= 0, 1.0, -1.0) * math.cos(2 * math.pi * (doy - 196) / 365.25)
+            kelvin = (
+                _LST_K[self.land_cover(window)]
+                - 0.35 * np.maximum(np.abs(lats) - 20.0, 0.0)[:, None]
+                + (8.0 * season * np.minimum(1.0, np.abs(lats) / 30.0))[:, None]
+                + 1.5 * _fbm(xs, ys, 800.0, self.seed + 17, 2)
+            )
+            out[bands.index("LST_1KM")] = np.round(kelvin / 0.02).astype(np.float32)
+        return out
+
     # -- the provider contract ---------------------------------------------------------
     def fetch_window(
         self, window: GridWindow, dates: tuple[date, date] | None, sensor: SensorSpec
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        modis = MODIS_COLLECTIONS.get(str(sensor.collection).strip().upper())
+        if modis is not None:
+            missing = [b for b in sensor.bands if b not in modis]
+            if missing:
+                raise ProviderError(f"synthetic provider has no band(s) {missing} in {sensor.collection!r}; bands: {list(modis)}.")
+            meta = {"composite": sensor.composite,
+                    "date_window": [dates[0].isoformat(), dates[1].isoformat()] if dates else None}  # fmt: skip
+            return self.render_modis(window, dates, list(sensor.bands)), meta
         names = [str(b).strip().upper() for b in sensor.bands]
         sar = [S1_BANDS.index(b) for b in names if b in S1_BANDS]
         if sar and len(sar) != len(names):
