@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +34,17 @@ def run_python() -> Callable[[str], str]:
         return proc.stdout.strip()
 
     return run
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A client of an in-process cluster (one worker, four threads) per test module, not the default client.
+
+    A module that needs another cluster (worker processes, test plugins, a
+    set-up that must precede the cluster) defines its own ``client``, which
+    takes precedence; :mod:`_clusters` has the shared ones.
+    """
+    from _clusters import threaded_client
+
+    with threaded_client() as c:
+        yield c

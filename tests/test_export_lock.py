@@ -8,28 +8,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from rs_embed_dask import (
-    ExportConfig,
-    ExportLockedError,
-    ExportTarget,
-    PointBuffer,
-    TemporalSpec,
-    export_batch,
-    load_export,
-)
+from rs_embed_dask import ExportLockedError, ExportTarget, load_export
 from rs_embed_dask.export.lock import TargetLock, lock_path_for
 
 distributed = pytest.importorskip("distributed")
 
-TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
-ROIS = [PointBuffer(lon=8.40 + 0.01 * j, lat=47.30, buffer_m=80) for j in range(8)]
+sys.path.insert(0, os.path.dirname(__file__))
+from _exports import rois, small_export  # noqa: E402
+
+ROIS = rois(8)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -95,23 +88,9 @@ def test_heartbeat_keeps_the_lock_fresh(tmp_path: Path) -> None:
             TargetLock(target, stale_after_s=0.6).acquire()
 
 
-# -- exports ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        yield c
-
-
+# -- exports (on conftest's in-process ``client``) ----------------------------------------------------
 def run(client: Any, target: ExportTarget, **config: Any) -> Any:
-    config.setdefault("chunk_size", 4)
-    config.setdefault("show_progress", False)
-    return export_batch(spatials=list(ROIS), temporal=TEMPORAL, models=["rcf"], target=target,
-                        backend="synthetic", config=ExportConfig(**config), client=client)  # fmt: skip
+    return small_export(client, target, list(ROIS), **config)
 
 
 def test_export_refuses_a_target_locked_by_a_live_writer(client: Any, tmp_path: Path) -> None:
@@ -160,7 +139,8 @@ def test_temporary_files_of_killed_writers_are_removed_at_the_next_run(client: A
 _WRITER = r"""
 import json, os, sys, time
 from distributed import Client, LocalCluster
-from rs_embed_dask import ExportConfig, ExportLockedError, ExportTarget, PointBuffer, TemporalSpec, export_batch
+from rs_embed_dask import ExportLockedError, ExportTarget
+from _exports import rois, small_export
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
@@ -171,16 +151,8 @@ if __name__ == "__main__":
         while len(os.listdir(args["barrier"])) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         try:
-            man = export_batch(
-                spatials=[PointBuffer(lon=8.40 + 0.01 * j, lat=47.30, buffer_m=80) for j in range(args["n"])],
-                temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
-                models=["rcf"],
-                target=ExportTarget.combined(args["out"]),
-                backend="synthetic",
-                config=ExportConfig(chunk_size=2, num_workers=1, show_progress=False),
-                provider_options={"latency_s": args["latency"]},
-                client=c,
-            )
+            man = small_export(c, ExportTarget.combined(args["out"]), rois(args["n"]),
+                               provider_options={"latency_s": args["latency"]}, chunk_size=2, num_workers=1)
             print("RESULT", json.dumps({"ok": man["status"], "n": man["n_items"]}), flush=True)
         except ExportLockedError as exc:
             print("RESULT", json.dumps({"locked": str(exc)}), flush=True)
@@ -193,7 +165,7 @@ def test_two_processes_exporting_one_target_one_refuses_the_other_completes(tmp_
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     args = json.dumps({"out": str(out), "n": n, "latency": 0.6, "barrier": str(barrier)})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WRITER, args],
@@ -221,6 +193,7 @@ def test_two_processes_exporting_one_target_one_refuses_the_other_completes(tmp_
     assert r.status == "ok"
     assert r.n_items == n
     emb = r.models["rcf"].embeddings
+    assert emb is not None
     assert emb.shape[0] == n
     assert np.isfinite(emb).all()
     assert not os.path.exists(lock_path_for(out))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import tracemalloc
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,41 +15,21 @@ import numpy as np
 import pytest
 
 import rs_embed_dask
-from rs_embed_dask import (
-    ExportConfig,
-    ExportIntegrityError,
-    ExportTarget,
-    ModelError,
-    PointBuffer,
-    TemporalSpec,
-    export_batch,
-    load_export,
-)
+from rs_embed_dask import ExportIntegrityError, ExportTarget, ModelError, load_export
 from rs_embed_dask.core.errors import RSEmbedWarning
 
 distributed = pytest.importorskip("distributed")
 
-TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
+sys.path.insert(0, os.path.dirname(__file__))
+from _exports import rois, small_export  # noqa: E402
+
 N = 12
-ROIS = [PointBuffer(lon=8.40 + 0.01 * (j % 6), lat=47.30 + 0.01 * (j // 6), buffer_m=80) for j in range(N)]
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        yield c
+ROIS = rois(N, per_row=6)
 
 
 def export(client: Any, target: ExportTarget, **config: Any) -> Any:
-    config.setdefault("chunk_size", 4)
-    config.setdefault("show_progress", False)
-    return export_batch(spatials=list(ROIS), temporal=TEMPORAL, models=["rcf"], target=target,
-                        backend="synthetic", config=ExportConfig(**config), client=client)  # fmt: skip
+    """The module's export of ``ROIS`` on conftest's in-process ``client``."""
+    return small_export(client, target, list(ROIS), **config)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +71,7 @@ def test_intact_exports_load_strictly(pristine: dict[str, Path]) -> None:
         r = load_export(pristine[key])
         assert r.status == "ok", key
         emb = r.models["rcf"].embeddings
+        assert emb is not None, key
         assert emb.shape[0] == N, key
         assert np.isfinite(emb).all(), key
 
@@ -268,9 +250,9 @@ def test_per_item_folder_manifest_with_impossible_n_items(copy: dict[str, Path])
 def failed_strict(client: Any, tmp_path: Path) -> Path:
     out = tmp_path / "strict.npz"
     with pytest.raises(ModelError):
-        export_batch(spatials=list(ROIS), temporal=TEMPORAL, models=["rcf"], target=ExportTarget.combined(str(out)),
-                     backend="synthetic", config=ExportConfig(chunk_size=4, show_progress=False),
-                     provider_options={"failure_rate": 0.4}, client=client)  # fmt: skip
+        small_export(
+            client, ExportTarget.combined(str(out)), list(ROIS), provider_options={"failure_rate": 0.4}
+        )
     return out
 
 

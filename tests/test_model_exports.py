@@ -24,6 +24,7 @@ if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
 import _engine_plugins as plug  # noqa: E402
+from _clusters import plugin_client  # noqa: E402
 from model_cases.satmae import CASES as SATMAE_CASES  # noqa: E402
 from model_cases.scalemae import CASES as SCALEMAE_CASES  # noqa: E402
 
@@ -55,18 +56,8 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    from distributed import Client
-
-    from rs_embed_dask.cluster import local_cluster
-
-    plug.register()
-    cluster = local_cluster(io_threads=4, dashboard_address=None, verbose=False)
-    try:
-        with Client(cluster) as c:
-            yield c
-    finally:
-        cluster.close()
-        plug.unregister()
+    with plugin_client(plug) as c:
+        yield c
 
 
 def test_two_foundation_models_share_one_fetch(client: Any, configs: dict[str, Any], tmp_path: Path) -> None:
@@ -83,6 +74,7 @@ def test_two_foundation_models_share_one_fetch(client: Any, configs: dict[str, A
         client=client,
         provider_options={"log": log},
     )
+    assert isinstance(man, dict)  # a combined export's manifest
     assert man["status"] == "ok"
     lines = plug.read_lines(log)
     assert sorted(ln.split("\t")[1] for ln in lines) == sorted(plug.roi_id(sp) for sp in ROIS)

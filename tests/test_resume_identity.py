@@ -12,58 +12,32 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from rs_embed_dask import (
-    ExportConfig,
-    ExportTarget,
-    ModelError,
-    PointBuffer,
-    SpecError,
-    TemporalSpec,
-    export_batch,
-    load_export,
-)
+from rs_embed_dask import ExportConfig, ExportTarget, ModelError, SpecError, export_batch, load_export
 from rs_embed_dask.export.identity import identity_diff
+from rs_embed_dask.providers.synthetic import SyntheticProvider
 
 distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
-TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
-ROIS = [PointBuffer(lon=8.40 + 0.01 * (j % 6), lat=47.30 + 0.01 * (j // 6), buffer_m=80) for j in range(12)]
+sys.path.insert(0, os.path.dirname(__file__))
+from _exports import TEMPORAL, rois, small_export  # noqa: E402
+
+ROIS = rois(12, per_row=6)
 FAIL = {"failure_rate": 0.4}
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def run(client: Any, target: ExportTarget, spatials: Any = None, provider_options: dict[str, Any] | None = None,
         **config: Any) -> Any:  # fmt: skip
-    config.setdefault("chunk_size", 4)
-    config.setdefault("show_progress", False)
-    return export_batch(
-        spatials=list(ROIS) if spatials is None else spatials,
-        temporal=TEMPORAL,
-        models=["rcf"],
-        target=target,
-        backend="synthetic",
-        config=ExportConfig(**config),
-        provider_options=provider_options,
-        client=client,
-    )
+    """The module's export (``ROIS`` unless ``spatials``) on conftest's in-process ``client``."""
+    spatials = list(ROIS) if spatials is None else spatials
+    return small_export(client, target, spatials, provider_options=provider_options, **config)
 
 
 def npz(path: Path) -> dict[str, np.ndarray]:
@@ -147,7 +121,7 @@ def test_failed_items_of_a_finished_npz_export_are_retried_on_resume(
     assert "failed_indices" not in man["models"][0]
     r = load_export(out)
     assert r.status == "ok"
-    assert (r.models["rcf"].item_status == 1).all()
+    assert np.all(r.models["rcf"].item_status == 1)
     np.testing.assert_array_equal(npz(out)["embeddings__rcf"], reference["embeddings__rcf"])
     assert not os.path.exists(str(out) + ".work.zarr")
     again = run(client, ExportTarget.combined(str(out)), resume=True)  # now finished: returned as is
@@ -222,16 +196,89 @@ def test_model_config_change_is_refused_naming_it(client: Any, tmp_path: Path) -
     assert "models.rcf.model_config" in str(info.value)
 
 
-def test_secret_provider_options_are_stored_as_digests() -> None:
-    from rs_embed_dask.export.identity import _provider_options
+# -- secrets ------------------------------------------------------------------------------------------
+TOKEN = "hf_TOPSECRET0123456789"
 
-    out = _provider_options(
-        {"private_key": "-----BEGIN KEY-----abc", "seed": 1, "latency_s": 2}, {"synthetic"}
-    )
-    assert out["seed"] == 1
-    assert "latency_s" not in out
-    assert out["private_key"].startswith("sha1:")
-    assert "BEGIN" not in out["private_key"]
+
+class TokenProvider(SyntheticProvider):
+    """The synthetic world behind an access token (``hf_token``), as a private archive would be.
+
+    Defined here, not in a plugin module: the tests run it on conftest's
+    in-process cluster, where its class is found by reference.
+    """
+
+    name = "tokened"
+
+    def __init__(self, *, hf_token: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.hf_token = hf_token
+
+
+def test_secret_provider_options_are_left_out_of_the_identity() -> None:
+    from rs_embed_dask.export.identity import _provider_options, fingerprint_extras
+
+    opts = {
+        "private_key": "-----BEGIN KEY-----abc",
+        "hf_token": "hf_abc",
+        "gcpAccessToken": "ya29.x",
+        "db-password": "hunter2",
+        "cloud_mask": '{"type": "service_account"}',  # key material under any name
+        "credentials_file": "/keys/sa.json",  # a path (and a runtime option)
+        "seed": 1,
+        "latency_s": 2,
+        "max_tokens": 5,  # "tokens" is not "token": it may change the pixels, so it is compared
+    }
+    assert _provider_options(opts, {"synthetic"}) == {"max_tokens": 5, "seed": 1}
+    assert fingerprint_extras([], opts) == {"provider_options": {"max_tokens": 5, "seed": 1}}
+
+
+def test_every_option_name_refused_by_validation_and_gee_is_secret_for_identity() -> None:
+    from rs_embed_dask.core.errors import ProviderError
+    from rs_embed_dask.providers.gee import GEEProvider
+    from rs_embed_dask.validation.options import ProviderOptionError, check_provider_options
+    from rs_embed_dask.validation.secrets import SECRET_OPTION_NAMES, is_secret_option
+
+    for name in sorted(SECRET_OPTION_NAMES):
+        assert is_secret_option(name), name
+        assert is_secret_option(f"gcp_{name}"), name
+        assert not is_secret_option(f"{name}_file"), name  # where a secret is, not the secret
+        with pytest.raises(ProviderOptionError, match="not accepted"):
+            check_provider_options(SyntheticProvider, {name: "x"})
+        secret: dict[str, Any] = {name: "x"}
+        with pytest.raises(ProviderError, match="not accepted"):
+            GEEProvider(**secret)
+
+
+def test_secret_provider_option_is_never_written_to_the_store(client: Any, tmp_path: Path) -> None:
+    from rs_embed_dask import register_provider
+    from rs_embed_dask.core.registry import unregister_provider
+
+    out = tmp_path / "tok.zarr"
+    target = ExportTarget.combined(str(out))
+    register_provider(TokenProvider.name, TokenProvider, overwrite=True)
+    try:
+        man = small_export(client, target, list(ROIS[:4]), backend=TokenProvider.name, format="zarr",
+                           provider_options={"seed": 0, "hf_token": TOKEN})  # fmt: skip
+        assert man["status"] == "ok"
+        ident = zarr.open_group(str(out), mode="r").attrs["rs_embed_dask"]["resume_identity"]
+        assert ident["provider_options"] == {"seed": 0}
+        files = [f for f in out.rglob("*") if f.is_file()]
+        assert any(f.name == "zarr.json" for f in files)
+        assert not [f for f in files if TOKEN.encode() in f.read_bytes()]
+
+        # a token changes no pixel: another one resumes the finished export ...
+        again = small_export(client, target, list(ROIS[:4]), backend=TokenProvider.name, format="zarr",
+                             resume=True, provider_options={"seed": 0, "hf_token": "hf_another"})  # fmt: skip
+        assert again["status"] == "ok"
+        assert again.get("resume_skipped") is True
+        # ... and a refusal names what differs, never the token
+        with pytest.raises(SpecError, match=r"provider_options\.seed: 0 -> 7") as info:
+            small_export(client, target, list(ROIS[:4]), backend=TokenProvider.name, format="zarr",
+                         resume=True, provider_options={"seed": 7, "hf_token": TOKEN})  # fmt: skip
+        assert "hf_token" not in str(info.value)
+        assert TOKEN not in str(info.value)
+    finally:
+        unregister_provider(TokenProvider.name)
 
 
 def test_listed_store_resumed_by_a_stream_of_the_same_rois(

@@ -28,6 +28,7 @@ if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
 import _sensor_log_plugins as slog  # noqa: E402
+from _clusters import plugin_client  # noqa: E402
 from model_cases import collect  # noqa: E402
 from model_cases.terrafm import TINY, terrafm_state  # noqa: E402
 
@@ -81,18 +82,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def client(full_weights: str, workdir: Path) -> Iterator[Any]:
-    from distributed import Client
-
-    from rs_embed_dask.cluster import local_cluster
-
-    slog.register()
-    cluster = local_cluster(io_threads=4, dashboard_address=None, verbose=False)
-    try:
-        with Client(cluster) as c:  # the active client: the seed example takes it without client=
-            yield c
-    finally:
-        cluster.close()
-        slog.unregister()
+    """Worker processes spawned after the weights variable and the working folder are set."""
+    with plugin_client(slog) as c:  # the active client: the seed example takes it without client=
+        yield c
 
 
 def _case_config(name: str, directory: Path) -> dict[str, Any]:
@@ -141,6 +133,7 @@ def test_mixed_export_fetches_each_input_once(client: Any, tmp_path: Path) -> No
         backend=slog.PROVIDER_NAME, provider_options={"log": log}, device="cpu",
         config=ExportConfig(chunk_size=2, show_progress=False, save_inputs=True), client=client,
     )  # fmt: skip
+    assert isinstance(man, dict)  # a combined export's manifest
     assert man["status"] == "ok"
 
     # each distinct input (sensor key) is fetched exactly once per ROI, on the workers
@@ -174,7 +167,7 @@ def test_mixed_export_fetches_each_input_once(client: Any, tmp_path: Path) -> No
     # the embeddings are those of single calls in this process
     for m in models:
         emb = np.asarray(res.embedding(m))
-        kw = {"modality": "s1"} if m == "terrafm" else {}
+        kw: dict[str, Any] = {"modality": "s1"} if m == "terrafm" else {}
         ref = get_embedding(
             m, spatial=ROIS[1], temporal=WHEN, backend="synthetic", device="cpu", **kw, **configs[m]
         )

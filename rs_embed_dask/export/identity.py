@@ -13,8 +13,12 @@ Provider options that change neither pixels nor numbers are left out:
 latency, failure injection, concurrency caps, retries, credentials, logging
 (:data:`RUNTIME_OPTIONS`, plus a provider class's own ``runtime_options``).
 So a run with ``transient_failure_rate=0.2`` can be resumed with a healthy
-provider, and its failed items are then retried.  Secret-looking values are
-stored as a SHA-1 digest, never in clear.
+provider, and its failed items are then retried.  Secrets are credentials
+too: an option that
+:func:`~rs_embed_dask.validation.secrets.is_secret_option` recognises by its
+name (``hf_token``) or value (key material) is left out, so it is never
+written to a store's identity record or the request fingerprint, not even
+as a digest (a short one would give a weak password away).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from rs_embed_dask.core.errors import SpecError
 from rs_embed_dask.serialization import jsonable
+from rs_embed_dask.validation.secrets import is_secret_option
 
 __all__ = [
     "RUNTIME_OPTIONS",
@@ -55,7 +60,6 @@ RUNTIME_OPTIONS = frozenset(
         "verbose",
     }
 )
-_SECRET_HINTS = ("credential", "key_data", "private_key", "token", "password", "secret")
 
 
 def _runtime_options(backends: Iterable[str]) -> frozenset[str]:
@@ -79,10 +83,9 @@ def _provider_options(options: Mapping[str, Any], backends: Iterable[str]) -> di
     skip = _runtime_options(backends)
     out: dict[str, Any] = {}
     for key in sorted(options):
-        if key in skip:
+        if key in skip or is_secret_option(key, options[key]):
             continue
-        value = options[key]
-        out[key] = _digest(value) if any(h in key.lower() for h in _SECRET_HINTS) else jsonable(value)
+        out[key] = jsonable(options[key])
     return out
 
 

@@ -9,17 +9,21 @@ value.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["SECRET_OPTION_NAMES", "looks_like_secret", "shown"]
+__all__ = ["SECRET_OPTION_NAMES", "is_secret_option", "looks_like_secret", "shown"]
 
 #: Option names that can only carry a secret's contents; refused for every provider.
 SECRET_OPTION_NAMES: frozenset[str] = frozenset(
     {
-        "credentials", "key_data", "private_key", "token", "access_token", "refresh_token",
+        "credential", "credentials", "key_data", "private_key", "token", "access_token", "refresh_token",
         "password", "secret", "client_secret", "api_key",
     }
 )  # fmt: skip
+
+#: Last words of an option name that point at a secret instead of holding it (``credentials_file``).
+_REFERENCE_WORDS = frozenset({"file", "path", "dir", "env", "var"})
 
 # quoted JSON field names: a path such as ``keys/client_secret.json`` is not a secret
 _MARKERS = ("-----begin", '"private_key"', '"client_secret"', '"refresh_token"', '"type"')
@@ -48,6 +52,28 @@ def looks_like_secret(value: Any) -> bool:
         return True
     low = text.lower()
     return any(m in low for m in _MARKERS)
+
+
+def is_secret_option(name: str, value: Any = None) -> bool:
+    """Whether the option ``name=value`` carries a secret, to be kept out of records and messages.
+
+    True when a run of the name's words (split at non-alphanumerics and
+    camelCase) is one of :data:`SECRET_OPTION_NAMES` (``token``,
+    ``hf_token``, ``gcpPrivateKey``), unless the last word says the option
+    names where a secret is (``credentials_file``, ``token_path``); and when
+    ``value``, or an item of a list or tuple ``value``, looks like key
+    material (:func:`looks_like_secret`).  The names refused outright by
+    provider validation and the gee provider are exactly
+    :data:`SECRET_OPTION_NAMES`, so every option they refuse is secret here too.
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", spaced) if w]
+    if words and words[-1] not in _REFERENCE_WORDS:
+        runs = ("_".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1))
+        if any(r in SECRET_OPTION_NAMES for r in runs):
+            return True
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return any(looks_like_secret(v) for v in items)
 
 
 def shown(value: Any) -> str:
