@@ -8,7 +8,8 @@ model with random weights (``benchmarks/_vits.py``), save_inputs=True.
 
 Measures ROIs/s of
   (a) a plain sequential loop (fetch -> embed batch of 1 -> np.savez_compressed per ROI),
-  (b) export_batch per-item npz and combined npz on local_cluster(io_threads=32),
+  (b) export_batch per-item npz and combined npz on local_cluster(io_threads=32) (on a CPU-only
+      machine its default layout: one worker holding both resources, inference on all cores),
   (c) the ceiling: forward-only throughput of the same model on ALL cores (batches of
       infer_batch_size, inputs in memory, torch's default thread count, in a fresh process
       started for each round, the cluster idle): what the machine can do, whatever the layout,
@@ -268,6 +269,7 @@ def main() -> None:
     ap.add_argument("--infer-batch-size", type=int, default=16)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of forward-only / per-item / combined (medians)")
+    ap.add_argument("--n", type=int, default=None, help="ROIs per export and forward-only run (default 600; quick 96)")
     ap.add_argument("--inference-threads", type=int, default=None,
                     help="torch threads of the CPU inference worker (default: all cores)")
     ap.add_argument("--mem-small", type=int, default=None, help="ROIs of the small memory run (default 2000; quick 500)")
@@ -288,6 +290,8 @@ def main() -> None:
         args.rounds = min(args.rounds, 1)
     else:
         n_seq, n_exp, n_fwd, n_mem_small, n_mem_big = 60, 600, 600, 2000, 20000
+    if args.n:
+        n_exp = n_fwd = args.n
     n_mem_small = args.mem_small or n_mem_small
     n_mem_big = args.mem_big or n_mem_big
     _vits.register()

@@ -1,8 +1,11 @@
-"""Quick looks at embeddings with matplotlib: PCA pseudocolour images and ROI maps.
+"""Quick looks at embeddings with matplotlib: PCA pseudocolour images, ROI maps, input patches.
 
 Figures are built with :class:`matplotlib.figure.Figure`, not ``pyplot``, so
 nothing here needs a display or switches the user's backend: a script writes
-PNGs (``path=``), a notebook shows the returned figure.
+PNGs (``path=``), a notebook shows the returned figure.  New figures use
+matplotlib's constrained layout, so axis labels, tick labels, legends and
+colour bars stay inside the image.  Colours are stretched between
+percentiles (2 and 98 by default), so a few outliers do not wash out the rest.
 """
 
 from __future__ import annotations
@@ -13,27 +16,84 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["kmeans_classes", "pca_rgb", "plot_grid_pca", "plot_pooled_map", "roi_footprints"]
+__all__ = [
+    "input_rgb",
+    "kmeans_classes",
+    "pca_rgb",
+    "plot_grid_pca",
+    "plot_input_and_grid",
+    "plot_pooled_map",
+    "roi_footprints",
+    "stretch",
+]
 
 #: Colour of failed ROIs (NaN embeddings) on maps.
 _GREY = (0.85, 0.85, 0.85, 1.0)
+#: Default percentile stretch of every colour channel.
+PERCENTILES = (2.0, 98.0)
+_LON, _LAT = "longitude (°)", "latitude (°)"
 
 
-def pca_rgb(x: np.ndarray) -> np.ndarray:
-    """Project ``(N, D)`` vectors onto their first 3 principal components, scaled to [0, 1].
+def stretch(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """Scale each column of ``(N, C)`` values to [0, 1] between two of its percentiles.
 
-    Each component is stretched between its 2nd and 98th percentile.  Rows
-    with NaN (failed items) come back as NaN.
+    Values below the low percentile become 0, above the high one 1; a column
+    without spread becomes 0.5.  Non-finite values stay NaN and are ignored
+    when the percentiles are computed.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(N, C)`` values, one column per colour channel.
+    percentiles : (float, float), default (2, 98)
+        The low and high percentile of each column.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C)`` float64 in [0, 1], NaN where ``values`` is not finite.
+
+    Raises
+    ------
+    ValueError
+        ``values`` is not 2-D, or the percentiles are not ``0 <= low < high <= 100``.
+    """
+    lo_p, hi_p = (float(p) for p in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100; got {tuple(percentiles)!r}.")
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"stretch needs (N, C) values; got shape {v.shape}.")
+    v = np.where(np.isfinite(v), v, np.nan)
+    out = np.full(v.shape, np.nan)
+    for c in range(v.shape[1]):
+        col = v[:, c]
+        ok = np.isfinite(col)
+        if not ok.any():
+            continue
+        lo, hi = np.percentile(col[ok], [lo_p, hi_p])
+        out[ok, c] = np.clip((col[ok] - lo) / (hi - lo), 0.0, 1.0) if hi > lo else 0.5
+    return out
+
+
+def pca_rgb(x: np.ndarray, *, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """Project ``(N, D)`` vectors onto their first 3 principal components, as colours in [0, 1].
+
+    Each component is stretched on its own between two percentiles (see
+    :func:`stretch`), so a few outlying vectors do not crowd the others into
+    one colour.  Rows with NaN (failed items) come back as NaN.
 
     Parameters
     ----------
     x : numpy.ndarray
         ``(N, D)`` vectors.
+    percentiles : (float, float), default (2, 98)
+        The stretch of each component; ``(0, 100)`` is a min-max scaling.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, 3)`` float64 colours.
+        ``(N, 3)`` float64 colours: components 1, 2 and 3 as red, green and blue.
     """
     x = np.asarray(x, dtype=np.float64)
     ok = np.isfinite(x).all(axis=1)
@@ -46,8 +106,7 @@ def pca_rgb(x: np.ndarray) -> np.ndarray:
     comps = xc @ vt[:k].T
     if k < 3:
         comps = np.pad(comps, ((0, 0), (0, 3 - k)))
-    lo, hi = np.percentile(comps, 2, axis=0), np.percentile(comps, 98, axis=0)
-    out[ok] = np.clip((comps - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+    out[ok] = stretch(comps, percentiles)
     return out
 
 
@@ -95,36 +154,226 @@ def _save(fig: Any, path: str | None) -> None:
         fig.savefig(path, dpi=120)
 
 
-def plot_grid_pca(grid: Any, *, ax: Any = None, path: str | None = None, title: str | None = None) -> Any:
+def _values(a: Any) -> np.ndarray:
+    """The array of a numpy array, an :class:`Embedding` (``.data``) or a DataArray (``.values``)."""
+    values = getattr(a, "values", None)
+    if values is None or callable(values):
+        values = getattr(a, "data", a)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _rgba(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` colours with NaN as an ``(H, W, 4)`` image, transparent where NaN."""
+    ok = np.isfinite(rgb).all(axis=-1)
+    return np.concatenate([np.nan_to_num(rgb, nan=0.0), ok[..., None].astype(np.float64)], axis=-1)
+
+
+def _lonlat_axes(ax: Any, x0: float, y0: float, x1: float, y1: float) -> None:
+    """Longitude/latitude labels, a few ticks, and degrees shown at equal ground distance."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(_LON)
+    ax.set_ylabel(_LAT)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(useOffset=False, style="plain")
+    # degrees of longitude shrink with latitude: keep ground distances square
+    ax.set_aspect(1.0 / max(0.05, math.cos(math.radians((y0 + y1) / 2))))
+
+
+def _show(ax: Any, rgb: np.ndarray, spatial: Any, unit: str) -> None:
+    """Draw an ``(H, W, 3)`` image over the lon/lat footprint of ``spatial``, or in ``unit`` indices."""
+    extent = None
+    if spatial is not None:
+        foot = roi_footprints([spatial])[0]
+        if not np.isfinite(foot).all():
+            raise ValueError(f"spatial must be a BBox, a PointBuffer or their dict; got {spatial!r}.")
+        extent = (foot[0], foot[2], foot[1], foot[3])
+    ax.imshow(_rgba(rgb), interpolation="nearest", extent=extent)
+    if extent is not None:
+        _lonlat_axes(ax, extent[0], extent[2], extent[1], extent[3])
+    else:
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"y ({unit})")
+
+
+def _grid_rgb(grid: Any, percentiles: tuple[float, float]) -> tuple[np.ndarray, tuple[int, ...]]:
+    g = _values(grid)
+    if g.ndim != 3:
+        raise ValueError(f"plot_grid_pca needs a (D, H, W) grid embedding; got shape {g.shape}.")
+    d, h, w = g.shape
+    return pca_rgb(g.reshape(d, -1).T, percentiles=percentiles).reshape(h, w, 3), g.shape
+
+
+def plot_grid_pca(
+    grid: Any,
+    *,
+    spatial: Any = None,
+    ax: Any = None,
+    path: str | None = None,
+    title: str | None = None,
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> Any:
     """Show a grid embedding ``(D, H, W)`` as a PCA pseudocolour image.
 
     Parameters
     ----------
     grid : array-like or Embedding or xarray.DataArray
         ``(D, H, W)`` values (an object with ``.data`` or ``.values`` works).
+    spatial : BBox or PointBuffer or dict, optional
+        The ROI of the embedding: the axes are then longitude and latitude.
+        Default: grid-cell indices.
     ax : matplotlib.axes.Axes, optional
         Draw into this axes; default a new figure.
     path : str, optional
         Write the figure as an image (PNG by extension) here.
     title : str, optional
         Axes title (default names the shape).
+    percentiles : (float, float), default (2, 98)
+        The stretch of each principal component (see :func:`pca_rgb`).
 
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        ``grid`` is not 3-D, or ``spatial`` is not a readable ROI.
     """
-    values = getattr(grid, "values", None)
-    if values is None:
-        values = getattr(grid, "data", grid)
-    g = np.asarray(values, dtype=np.float64)
-    if g.ndim != 3:
-        raise ValueError(f"plot_grid_pca needs a (D, H, W) grid embedding; got shape {g.shape}.")
-    d, h, w = g.shape
-    rgb = pca_rgb(g.reshape(d, -1).T).reshape(h, w, 3)
-    fig, ax = _figure(ax, (5, 5))
-    ax.imshow(np.nan_to_num(rgb, nan=0.5), interpolation="nearest")
-    ax.set_title(title or f"PCA of a ({d}, {h}, {w}) grid embedding")
-    ax.set_axis_off()
+    rgb, (d, h, w) = _grid_rgb(grid, percentiles)
+    fig, ax = _figure(ax, (5.5, 5))
+    _show(ax, rgb, spatial, "grid cell")
+    ax.set_title(title or f"PCA of a ({d}, {h}, {w}) grid embedding\ncomponents 1-3 as RGB", fontsize=10)
+    _save(fig, path)
+    return fig
+
+
+#: Band names shown as red, green and blue when present, first match wins.
+_RGB_NAMES = (("B4", "B3", "B2"), ("red", "green", "blue"), ("R", "G", "B"))
+
+
+def _rgb_channels(n: int, bands: Any, rgb: Any) -> tuple[int, ...]:
+    if rgb is not None:
+        idx = tuple(int(i) for i in rgb)
+        if len(idx) not in (1, 3) or not all(0 <= i < n for i in idx):
+            raise ValueError(f"rgb must be 1 or 3 channel indices in [0, {n}); got {tuple(rgb)!r}.")
+        return idx
+    if bands is not None:
+        names = [str(b).lower() for b in bands]
+        if len(names) != n:
+            raise ValueError(f"bands names {n} channels; got {len(names)} names {list(bands)!r}.")
+        for triple in _RGB_NAMES:
+            if all(t.lower() in names for t in triple):
+                return tuple(names.index(t.lower()) for t in triple)
+    return (0, 1, 2) if n >= 3 else (0,)
+
+
+def input_rgb(
+    x_chw: Any,
+    *,
+    bands: Any = None,
+    rgb: Any = None,
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> np.ndarray:
+    """A display image of an input patch: three of its bands as red, green, blue, robust-stretched.
+
+    The channels are ``rgb`` when given, else the bands named ``B4, B3, B2``
+    (or ``red, green, blue``) in ``bands``, else the first three (one band
+    is shown in grey).  Each channel is stretched between two of its
+    percentiles (:func:`stretch`).
+
+    Parameters
+    ----------
+    x_chw : array-like
+        ``(C, H, W)`` values.
+    bands : sequence of str, optional
+        The name of each channel.
+    rgb : sequence of int, optional
+        Three channel indices (or one) to show.
+    percentiles : (float, float), default (2, 98)
+        The stretch of each channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` float64 in [0, 1], NaN where an input value is not finite.
+
+    Raises
+    ------
+    ValueError
+        ``x_chw`` is not 3-D, or ``bands``/``rgb`` do not fit its channels.
+    """
+    x = _values(x_chw)
+    if x.ndim != 3:
+        raise ValueError(f"input_rgb needs a (C, H, W) patch; got shape {x.shape}.")
+    idx = _rgb_channels(x.shape[0], bands, rgb)
+    if len(idx) == 1:
+        idx = idx * 3
+    h, w = x.shape[1:]
+    cols = np.stack([x[i].reshape(-1) for i in idx], axis=1)
+    return stretch(cols, percentiles).reshape(h, w, 3)
+
+
+def plot_input_and_grid(
+    x_chw: Any,
+    grid: Any,
+    *,
+    bands: Any = None,
+    rgb: Any = None,
+    spatial: Any = None,
+    path: str | None = None,
+    title: str | None = None,
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> Any:
+    """The input patch (a robust-stretched RGB quick-look) beside the PCA image of its grid embedding.
+
+    Parameters
+    ----------
+    x_chw : array-like
+        ``(C, H, W)`` input patch, e.g. ``inspect_model_input(...,
+        return_arrays=True)["frames"][0]["array_chw"]``.
+    grid : array-like or Embedding or xarray.DataArray
+        ``(D, h, w)`` grid embedding of the same ROI.
+    bands : sequence of str, optional
+        Channel names of ``x_chw`` (picks ``B4, B3, B2`` as RGB, see :func:`input_rgb`).
+    rgb : sequence of int, optional
+        Channel indices shown as RGB instead.
+    spatial : BBox or PointBuffer or dict, optional
+        The ROI: both panels then share longitude/latitude axes.
+    path : str, optional
+        Write the figure as an image (PNG by extension) here.
+    title : str, optional
+        Figure title.
+    percentiles : (float, float), default (2, 98)
+        The stretch of the input bands and of the principal components.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: the input, then the embedding.
+
+    Raises
+    ------
+    ValueError
+        ``x_chw`` is not 3-D, ``grid`` is not 3-D, or ``bands``/``rgb``/``spatial`` do not fit.
+    """
+    from matplotlib.figure import Figure
+
+    image = input_rgb(x_chw, bands=bands, rgb=rgb, percentiles=percentiles)
+    emb_rgb, (d, h, w) = _grid_rgb(grid, percentiles)
+    n = _values(x_chw).shape[0]
+    idx = _rgb_channels(n, bands, rgb)
+    names = [str(bands[i]) for i in idx] if bands is not None else [f"channel {i}" for i in idx]
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    ax_in, ax_emb = fig.subplots(1, 2, sharex=spatial is not None, sharey=spatial is not None)
+    _show(ax_in, image, spatial, "pixel")
+    shown = ", ".join(names) + (" as RGB" if len(names) == 3 else " in grey")
+    ax_in.set_title(f"input patch {image.shape[1]} x {image.shape[0]} px\n{shown}", fontsize=10)
+    _show(ax_emb, emb_rgb, spatial, "grid cell")
+    ax_emb.set_title(f"grid embedding ({d}, {h}, {w})\nPCA components 1-3 as RGB", fontsize=10)
+    if title:
+        fig.suptitle(title)
     _save(fig, path)
     return fig
 
@@ -210,6 +459,7 @@ def plot_pooled_map(
     path: str | None = None,
     spatials: Iterable[Any] | None = None,
     title: str | None = None,
+    percentiles: tuple[float, float] = PERCENTILES,
 ) -> Any:
     """Map pooled embeddings over their ROI footprints, coloured by PCA (RGB) or k-means class.
 
@@ -235,14 +485,24 @@ def plot_pooled_map(
         shows its ``lon``/``lat`` centres as markers).
     title : str, optional
         Axes title.
+    percentiles : (float, float), default (2, 98)
+        The stretch of each principal component (``mode="pca"``).
 
     Returns
     -------
     matplotlib.figure.Figure
 
+    Raises
+    ------
+    ValueError
+        Unknown ``mode``, or as many footprints as embeddings cannot be found.
+    KeyError
+        ``model`` is not a variable of the dataset.
+
     Notes
     -----
-    Failed ROIs (NaN embeddings) are drawn in light grey.
+    Failed ROIs (NaN embeddings) are drawn in light grey and counted in the
+    legend; k-means classes are listed in the legend with their ROI counts.
     """
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
@@ -258,9 +518,12 @@ def plot_pooled_map(
         labels = kmeans_classes(emb, k)
         cmap = colormaps["tab10" if k <= 10 else "tab20"]
         colours = np.array([cmap(int(c) % cmap.N) if c >= 0 else grey for c in labels])
-        handles = [Patch(color=cmap(c % cmap.N), label=f"class {c}") for c in range(int(labels.max()) + 1)]
+        counts = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1)
+        handles = [
+            Patch(color=cmap(c % cmap.N), label=f"class {c} ({counts[c]})") for c in range(int(labels.max()) + 1)
+        ]
     else:
-        rgb = pca_rgb(emb)
+        rgb = pca_rgb(emb, percentiles=percentiles)
         colours = np.tile(grey, (emb.shape[0], 1))
         ok = np.isfinite(rgb).all(axis=1)
         colours[ok, :3] = rgb[ok]
@@ -283,15 +546,20 @@ def plot_pooled_map(
         pad_x, pad_y = max(0.02 * (x1 - x0), 1e-4), max(0.02 * (y1 - y0), 1e-4)
         ax.set_xlim(x0 - pad_x, x1 + pad_x)
         ax.set_ylim(y0 - pad_y, y1 + pad_y)
-        # degrees of longitude shrink with latitude: keep ground distances square
-        ax.set_aspect(1.0 / max(0.05, math.cos(math.radians((y0 + y1) / 2))))
-    if (~np.isfinite(emb).all(axis=1)).any():
-        handles.append(Patch(color=_GREY, label="failed"))
+        _lonlat_axes(ax, x0, y0, x1, y1)
+    else:
+        ax.set_xlabel(_LON)
+        ax.set_ylabel(_LAT)
+    failed = int((~np.isfinite(emb).all(axis=1)).sum())
+    if failed:
+        handles.append(Patch(color=_GREY, label=f"failed ({failed})"))
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_xlabel("longitude (°)")
-    ax.set_ylabel("latitude (°)")
-    label = "k-means classes" if mode == "kmeans" else "PCA RGB"
-    ax.set_title(title or f"{model}: pooled embeddings of {emb.shape[0]} ROIs ({label})")
+        heading = "k-means class (ROIs)" if mode == "kmeans" else None
+        ax.legend(handles=handles, title=heading, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if mode == "kmeans":
+        how = f"k-means, k={k}"
+    else:
+        how = f"PCA components 1-3 as RGB, {percentiles[0]:g}-{percentiles[1]:g} % stretch"
+    ax.set_title(title or f"{model}: pooled embeddings of {emb.shape[0]} ROIs\n{how}", fontsize=10)
     _save(fig, path)
     return fig

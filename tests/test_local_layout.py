@@ -91,3 +91,19 @@ def test_shared_layout_exports_the_same_embeddings_as_split(tmp_path: Path, no_g
         out[layout] = load_export(str(tmp_path / f"{layout}.npz"))
     a, b = out["shared"], out["split"]
     np.testing.assert_array_equal(np.asarray(a.embedding("rcf")), np.asarray(b.embedding("rcf")))
+
+
+def test_dashboard_link_is_shown_once_per_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from rs_embed_dask.cluster.client import print_dashboard
+    from rs_embed_dask.export.progress import Progress
+
+    link = f"http://127.0.0.1:{np.random.default_rng().integers(20000, 60000)}/status"
+    cluster = SimpleNamespace(scheduler_address="tcp://127.0.0.1:1", dashboard_link=link)
+    print_dashboard(cluster, "local cluster")  # what local_cluster(verbose=True) does
+    for _ in range(2):  # two exports on that cluster's client
+        bar = Progress(3, enabled=True, client=cluster)
+        bar.close()
+    out = capsys.readouterr()
+    assert (out.out + out.err).count(link) == 1

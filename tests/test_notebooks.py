@@ -1,8 +1,13 @@
-"""The notebooks in ``notebooks/`` run top to bottom and write their plots as PNG files."""
+"""The notebooks in ``notebooks/`` run top to bottom and write their plots as PNG files.
+
+The figures they write are copied to ``docs/images/`` under the same names, where the
+README shows them: running these tests refreshes the images.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +15,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"
+#: where the figures are kept for the README
+IMAGES = REPO_ROOT / "docs" / "images"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KERNEL_NAME = "rs-embed-dask-test"
 
@@ -19,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 WIDGET_PROGRESS = {"cluster"}
 
 EXPECTED = {
-    "quickstart": ["quickstart_grid_pca.png", "quickstart_map_pca.png", "quickstart_map_kmeans.png"],
+    "quickstart": ["quickstart_input_and_grid.png", "quickstart_map_pca.png", "quickstart_map_kmeans.png"],
     "cluster": ["cluster_region_kmeans.png"],
     "analysis": ["analysis_kmeans_map.png", "analysis_pca_map.png", "analysis_class_spectra.png"],
 }
@@ -69,10 +76,12 @@ def test_notebook_runs_and_writes_pngs(name: str, kernel_env: Path, tmp_path: Pa
     assert not [o for o in outputs if o.output_type == "error"]
     # the kernel wrote where it was told, not into its working directory
     assert not list(cwd.iterdir())
+    IMAGES.mkdir(parents=True, exist_ok=True)
     for png in EXPECTED[name]:
         data = (kernel_env / png).read_bytes()
         assert data[:8] == PNG_MAGIC, png
         assert len(data) > 5000, png
+        shutil.copyfile(kernel_env / png, IMAGES / png)
     # figures are displayed inline too
     assert any("image/png" in o.get("data", {}) for o in outputs)
     # progress bars are widgets (ipywidgets installed), never tqdm's plain-text fallback

@@ -7,7 +7,9 @@ from typing import Any
 
 from rs_embed_dask.core.errors import SpecError
 
-__all__ = ["cluster_resources", "connect", "print_dashboard"]
+__all__ = ["cluster_resources", "connect", "dashboard_once", "print_dashboard"]
+
+_PRINTED_LINKS: set[str] = set()
 
 
 def cluster_resources(client: Any) -> dict[str, float]:
@@ -19,12 +21,20 @@ def cluster_resources(client: Any) -> dict[str, float]:
     return totals
 
 
+def dashboard_once(link: str | None) -> bool:
+    """Whether ``link`` is yet to be shown in this process (and record it as shown)."""
+    if not link or link in _PRINTED_LINKS:
+        return False
+    _PRINTED_LINKS.add(link)
+    return True
+
+
 def print_dashboard(obj: Any, what: str = "cluster") -> None:
-    """Print the scheduler address and dashboard link of a cluster or client."""
+    """Print the scheduler address and dashboard link of a cluster or client (the link once per process)."""
     address = getattr(obj, "scheduler_address", None) or getattr(obj.scheduler, "address", "?")
     link = getattr(obj, "dashboard_link", None)
     print(f"rs-embed-dask: {what} scheduler at {address}", flush=True)
-    if link:
+    if dashboard_once(link):
         print(f"rs-embed-dask: dashboard at {link}", flush=True)
 
 

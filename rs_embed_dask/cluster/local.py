@@ -113,7 +113,9 @@ def local_cluster(
     -------
     distributed.SpecCluster
     """
-    from distributed import Nanny, Worker
+    from distributed import Worker
+
+    from rs_embed_dask.cluster.nanny import PatientNanny
 
     if layout not in ("auto", "shared", "split"):
         raise SpecError(f"local_cluster: layout must be one of 'auto', 'shared', 'split'; got {layout!r}.")
@@ -125,7 +127,7 @@ def local_cluster(
         )
     if layout == "auto":
         layout = "shared" if not gpus and io_workers == 1 and inference_workers is None else "split"
-    cls = Nanny if processes else Worker
+    cls = PatientNanny if processes else Worker
     workers: dict[str, Any] = {}
     # worker processes log at WARNING unless the user configured otherwise
     quiet = {"DASK_LOGGING__DISTRIBUTED": os.environ.get("DASK_LOGGING__DISTRIBUTED", "warning")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from rs_embed_dask.cluster.client import dashboard_once
+
 __all__ = ["Progress"]
 
 
@@ -18,7 +20,7 @@ class Progress:
     enabled : bool
         ``False`` makes every method a no-op.
     client : distributed.Client, optional
-        Its dashboard link is printed once.
+        Its dashboard link is printed, unless this process showed it already.
     desc : str
         Bar label.
     """
@@ -31,7 +33,7 @@ class Progress:
         if not enabled:
             return
         link = getattr(client, "dashboard_link", None)
-        if link:
+        if dashboard_once(link):  # not again when local_cluster() or connect() showed it
             print(f"rs-embed-dask: dashboard {link}", file=sys.stderr, flush=True)
         try:
             from tqdm.auto import tqdm

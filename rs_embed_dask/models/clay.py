@@ -1,7 +1,7 @@
 """``clay``: Clay v1.5 (made-with-clay), a ViT conditioned on wavelengths, ground sample distance, time and place.
 
 The architecture is ``terratorch``'s copy of Clay's encoder
-(``terratorch.models.backbones.clay_v15.model.Encoder``, the upstream
+(``terratorch.models.backbones.clay_v15.model.Encoder``, the original
 ``claymodel`` code): a DOFA-style dynamic patch embedding whose convolution
 weights are generated from the band wavelengths, a 2-D sine-cosine position
 encoding scaled by the ground sample distance (``dim - 8`` channels)

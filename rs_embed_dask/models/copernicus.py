@@ -13,7 +13,7 @@ the same file).  The file is found, first match wins, at
 4. the Hugging Face hub cache (downloaded once unless ``HF_HUB_OFFLINE`` is set).
 
 The ROI is read as rs-embed 0.3.1 reads it (checked against rs-embed by the
-parity harness, ``parity/products.py``):
+parity comparison, ``parity/products.py``):
 
 - **footprint**: a ``BBox`` is its lon/lat box; a ``PointBuffer`` becomes the
   degree box ``lon +- buffer_m / (111320 cos(lat))``, ``lat +- buffer_m /

@@ -33,7 +33,7 @@ from rs_embed_dask.models.vit import HubCheckpoint, ViTEmbedder, check_channels,
 __all__ = ["DEFAULT_BANDS", "WAVELENGTHS_UM", "DOFAEmbedder", "wavelengths_for"]
 
 HF_REPO = "earthflow/DOFA"
-HF_REVISION: str | None = None  # the reference pins none
+HF_REVISION: str | None = None  # rs-embed 0.3.1 pins none
 ENV_VAR = "RS_EMBED_DOFA_WEIGHTS"
 PATCH = 16
 

@@ -42,7 +42,7 @@ from rs_embed_dask.models.vit import (
 __all__ = ["RemoteCLIPEmbedder"]
 
 HF_REPO = "chendelong/RemoteCLIP"
-# The reference gives no revision for this repository: downloads follow ``main``.
+# rs-embed 0.3.1 gives no revision for this repository: downloads follow ``main``.
 HF_REVISION: str | None = None
 ENV_VAR = "RS_EMBED_REMOTECLIP_WEIGHTS"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

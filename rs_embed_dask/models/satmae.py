@@ -34,7 +34,7 @@ __all__ = ["SatMAEEmbedder", "rgb_u8_square_preprocess"]
 
 HF_REPO = "MVRL/satmae-vitlarge-fmow-pretrain-800"
 HF_FILENAME = "model.safetensors"
-# The reference gives no revision for this repository: downloads follow ``main``.
+# rs-embed 0.3.1 gives no revision for this repository: downloads follow ``main``.
 HF_REVISION: str | None = None
 ENV_VAR = "RS_EMBED_SATMAE_WEIGHTS"
 FILENAMES = ("model.safetensors", "pytorch_model.bin", "fmow_pretrain.pth", "satmae.pth")

@@ -80,7 +80,7 @@ S2_CHANNEL_EMBED = 256  # channels of the group embedding; the position embeddin
 RGB_CHECKPOINT = HubCheckpoint(
     repo="MVRL/satmaepp_ViT-L_pretrain_fmow_rgb",
     filename="model.safetensors",
-    revision=None,  # the reference pins none
+    revision=None,  # rs-embed 0.3.1 pins none
     env_var="RS_EMBED_SATMAEPP_WEIGHTS",
     fmt="rshf SatMAEPP state dict (safetensors or torch.load weights_only=True); decoder and "
     "multi-scale up-sampling keys are dropped",

@@ -227,7 +227,7 @@ class SatVisionEmbedder(TorchEmbedder):
         """The giant, or the test-only smaller encoder of ``model_config``."""
         from dataclasses import replace
 
-        from rs_embed_dask.models.satvision_encoder import GIANT
+        from rs_embed_dask.models.satvision_arch import GIANT
         from rs_embed_dask.models.vit import check_int
 
         cfg = self.model_config
@@ -336,7 +336,7 @@ class SatVisionEmbedder(TorchEmbedder):
         of its windows; the giant's stage 0 (1024 tokens x 512) dominates.
         Weights are not counted (they are per worker, not per input).
         """
-        from rs_embed_dask.models.satvision_encoder import GIANT
+        from rs_embed_dask.models.satvision_arch import GIANT
 
         arch = self.arch or GIANT
         c, h, w = (int(s) for s in tuple(input_shape)[-3:])

@@ -44,7 +44,7 @@ __all__ = ["ScaleMAEEmbedder"]
 
 HF_REPO = "MVRL/scalemae-vitlarge-800"
 HF_FILENAME = "model.safetensors"
-HF_REVISION: str | None = None  # the reference pins none
+HF_REVISION: str | None = None  # rs-embed 0.3.1 pins none
 ENV_VAR = "RS_EMBED_SCALEMAE_WEIGHTS"
 FILENAMES = ("model.safetensors", "pytorch_model.bin", "scalemae-vitlarge-800.pth")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

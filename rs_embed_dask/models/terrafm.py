@@ -52,7 +52,7 @@ __all__ = ["S1_BANDS", "S1_COLLECTION", "S2_BANDS", "TerraFMEmbedder", "build_te
 
 HF_REPO = "MBZUAI/TerraFM"
 HF_FILENAME = "TerraFM-B.pth"
-HF_REVISION: str | None = None  # the reference pins none
+HF_REVISION: str | None = None  # rs-embed 0.3.1 pins none
 ENV_VAR = "RS_EMBED_TERRAFM_WEIGHTS"
 PATCH = 16
 #: The checkpoint's input size: its positional table holds 1 + (224 / 16) ** 2 entries.

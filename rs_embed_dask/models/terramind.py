@@ -172,7 +172,7 @@ class TerraMindEmbedder(TorchEmbedder):
         self.hub = HubCheckpoint(
             repo=repo,
             filename=filename,
-            revision=None,  # the reference pins none
+            revision=None,  # rs-embed 0.3.1 pins none
             env_var=ENV_VAR,
             fmt="official TerraMind checkpoint (torch.load weights_only=True): the encoder's keys are taken "
             "unchanged and loaded with strict=True; decoder, tokenizer and other modalities' keys are not "

@@ -14,7 +14,7 @@ Tiles are located with geotessera's path helpers
 (:func:`geotessera.registry.tile_from_world`, ``tile_to_embedding_paths``,
 ``tile_to_landmask_filename``) and opened with :meth:`geotessera.tiles.Tile.from_npy`
 (CRS and transform from the land mask).  The ROI is read as rs-embed 0.3.1
-reads it (checked against rs-embed by the parity harness):
+reads it (checked against rs-embed by the parity comparison, ``make parity``):
 
 - the window is every pixel of the common EPSG:3857 grid (10 m) the ROI
   touches, its edges snapped outward (rs-embed's ``common_grid``; see

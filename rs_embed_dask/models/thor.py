@@ -51,6 +51,8 @@ __all__ = [
     "S2_BANDS",
     "S2_MEAN",
     "S2_STD",
+    "VARIANTS",
+    "ThorArch",
     "ThorEmbedder",
     "ThorPrep",
     "checkpoint_for",
@@ -86,6 +88,34 @@ DROP_PREFIXES = (
     "land_cover_decoders.", "era5_land_head.", "month_head.", "location_head.", "orbit_direction_head.",
     "incidence_angle_head.", "contrast_loss.",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ThorArch:
+    """Widths of one THOR v1 encoder.
+
+    Attributes
+    ----------
+    embed_dim, depth, num_heads : int
+        Transformer width, blocks and heads.
+    band_embed_dim : int
+        Width of the group embedding; the remaining ``embed_dim - band_embed_dim``
+        channels carry the patch-footprint code.
+    """
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    band_embed_dim: int
+
+
+#: The four published encoders (``thor_vit_<variant>_encoder_alibi_patch_size_embed_v1``).
+VARIANTS: dict[str, ThorArch] = {
+    "tiny": ThorArch(192, 12, 3, 32),
+    "small": ThorArch(384, 12, 6, 64),
+    "base": ThorArch(768, 12, 12, 128),
+    "large": ThorArch(1024, 24, 16, 256),
+}
 
 
 def checkpoint_for(variant: str) -> HubCheckpoint:
@@ -264,8 +294,6 @@ class ThorEmbedder(TorchEmbedder):
     patch_size: ClassVar[int] = PATCH
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
-        from rs_embed_dask.models.thor_encoder import VARIANTS, ThorArch
-
         super().__init__(model_config)
         cfg = self.model_config
         aliases = {"t": "tiny", "s": "small", "b": "base", "l": "large"}

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.models.thor import VARIANTS, ThorArch  # plain data there: describing thor needs no torch
 
 __all__ = [
     "CHANNELS",
@@ -78,32 +79,6 @@ REF_PATCH = 4
 MIN_GSD = min(g for g, _ in CHANNELS.values())
 
 
-@dataclass(frozen=True)
-class ThorArch:
-    """Widths of one THOR v1 encoder.
-
-    Attributes
-    ----------
-    embed_dim, depth, num_heads : int
-        Transformer width, blocks and heads.
-    band_embed_dim : int
-        Width of the group embedding; the remaining ``embed_dim - band_embed_dim``
-        channels carry the patch-footprint code.
-    """
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    band_embed_dim: int
-
-
-#: The four published encoders (``thor_vit_<variant>_encoder_alibi_patch_size_embed_v1``).
-VARIANTS: dict[str, ThorArch] = {
-    "tiny": ThorArch(192, 12, 3, 32),
-    "small": ThorArch(384, 12, 6, 64),
-    "base": ThorArch(768, 12, 12, 128),
-    "large": ThorArch(1024, 24, 16, 256),
-}
 
 
 def alibi_slopes(n_heads: int) -> list[float]:

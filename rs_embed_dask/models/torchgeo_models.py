@@ -14,6 +14,7 @@ stage's feature map and its pooled vector the global average (or max).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -58,6 +59,15 @@ def _hf_parts(url: str) -> tuple[str, str, str]:
     return repo, revision, filename
 
 
+def _torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch (its ``set_dir`` counts once torch is loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def torchgeo_checkpoint(model: str, *, config: Mapping[str, Any], env_var: str, url: str) -> Path:
     """The local checkpoint of a torchgeo weights ``url``.
 
@@ -71,10 +81,8 @@ def torchgeo_checkpoint(model: str, *, config: Mapping[str, Any], env_var: str, 
     ModelError
         Naming every place looked at and how to provide the file.
     """
-    import torch
-
     repo, revision, filename = _hf_parts(url)
-    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    hub_file = _torch_hub_dir() / "checkpoints" / filename
     if not config.get("weights") and not os.environ.get(env_var) and hub_file.is_file():
         return hub_file
     try:
@@ -211,9 +219,19 @@ class CROMAEmbedder(_TorchgeoEmbedder):
     modality_config_key = "modality"
     modality_aliases: ClassVar[Mapping[str, str]] = {"s2": "optical", "s1": "sar"}
     normalization_text = "per image and band: (x - (mean - 2 std)) / (4 std) clipped to [0, 1] (std with ddof=1)"
+    #: variant -> (width, depth, checkpoint URL of torchgeo 0.8's ``CROMA{Base,Large}_Weights.CROMA_VIT``)
     _VARIANTS: ClassVar[dict[str, tuple[int, int, str]]] = {
-        "base": (768, 12, "CROMABase_Weights"),
-        "large": (1024, 24, "CROMALarge_Weights"),
+        "base": (
+            768,
+            12,
+            "https://hf.co/torchgeo/croma/resolve/387883f08af79d777167519c57cd826eda89a16f/CROMA_base-0238d814.pt",
+        ),
+        "large": (
+            1024,
+            24,
+            "https://huggingface.co/torchgeo/croma/resolve/92cb1a0f4e34c6c01558baf070197c01255382f6/"
+            "CROMA_large-921e69ad.pt",
+        ),
     }
 
     def __init__(self, model_config: Mapping[str, Any] | None = None) -> None:
@@ -225,18 +243,12 @@ class CROMAEmbedder(_TorchgeoEmbedder):
         self.modality = str(cfg.get("modality", "optical"))
         if self.modality not in ("optical", "sar"):
             raise ModelError(f"croma model_config 'modality' must be 'optical' or 'sar'; got {self.modality!r}")
-        dim, depth, enum = self._VARIANTS[self.variant]
+        dim, depth, url = self._VARIANTS[self.variant]
         self.embedding_dim = _int_key(self.name, cfg, "encoder_dim", dim, 16)
         self.encoder_depth = _int_key(self.name, cfg, "encoder_depth", depth, 2)
         if self.modality == "sar":
             self.bands = ("VV", "VH")
-        self.weights_enum = enum
-
-    @property
-    def weights_url(self) -> str:  # type: ignore[override]
-        from torchgeo.models import croma
-
-        return str(getattr(croma, self.weights_enum).CROMA_VIT.url)
+        self.weights_url = url
 
     @property
     def collection(self) -> str:  # type: ignore[override]
@@ -312,11 +324,11 @@ class CopernicusFMEmbedder(_TorchgeoEmbedder):
         self.depth = _int_key(self.name, cfg, "depth", 12)
         self.num_heads = _int_key(self.name, cfg, "num_heads", 12)
 
-    @property
-    def weights_url(self) -> str:  # type: ignore[override]
-        from torchgeo.models import CopernicusFM_Base_Weights
-
-        return str(CopernicusFM_Base_Weights.CopernicusFM_ViT.url)
+    #: torchgeo 0.8's ``CopernicusFM_Base_Weights.CopernicusFM_ViT.url``
+    weights_url = (
+        "https://huggingface.co/torchgeo/copernicus-fm/resolve/f395812cc990ba25a451dbb9c9e6d95c8482947e/"
+        "CopernicusFM_ViT_base_varlang-085350e4.pth"
+    )
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -438,11 +450,10 @@ class PanopticonEmbedder(_TorchgeoEmbedder):
         self.attn_dim = _int_key(self.name, cfg, "attn_dim", 2304, 16)
         self.depth = _int_key(self.name, cfg, "depth", 12)
 
-    @property
-    def weights_url(self) -> str:  # type: ignore[override]
-        from torchgeo.models import Panopticon_Weights
-
-        return str(Panopticon_Weights.VIT_BASE14.url)
+    #: torchgeo 0.8's ``Panopticon_Weights.VIT_BASE14.url``
+    weights_url = (
+        "https://hf.co/lewaldm/panopticon/resolve/c8c2bb9555819e8b2bcedf5b3b00e3bf531554e7/panopticon_vitb14_teacher.pth"
+    )
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -509,11 +520,11 @@ class SSL4EOViTEmbedder(_TorchgeoEmbedder):
         self.depth = _int_key(self.name, cfg, "depth", 12)
         self.num_heads = _int_key(self.name, cfg, "num_heads", 6)
 
-    @property
-    def weights_url(self) -> str:  # type: ignore[override]
-        from torchgeo.models import ViTSmall16_Weights
-
-        return str(ViTSmall16_Weights.SENTINEL2_ALL_MOCO.url)
+    #: torchgeo 0.8's ``ViTSmall16_Weights.SENTINEL2_ALL_MOCO.url``
+    weights_url = (
+        "https://hf.co/torchgeo/vit_small_patch16_224_sentinel2_all_moco/resolve/"
+        "1cb683f6c14739634cdfaaceb076529adf898c74/vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"
+    )
 
     def build_module(self) -> Any:
         from torchgeo.models import vit_small_patch16_224
@@ -562,11 +573,11 @@ class SSL4EOResNetEmbedder(SSL4EOViTEmbedder):
         n = self.model_config.get("blocks_per_stage")
         self.layers = (3, 4, 6, 3) if n is None else (_int_key(self.name, self.model_config, "blocks_per_stage", 1),) * 4
 
-    @property
-    def weights_url(self) -> str:  # type: ignore[override]
-        from torchgeo.models import ResNet50_Weights
-
-        return str(ResNet50_Weights.SENTINEL2_ALL_MOCO.url)
+    #: torchgeo 0.8's ``ResNet50_Weights.SENTINEL2_ALL_MOCO.url``
+    weights_url = (
+        "https://hf.co/torchgeo/resnet50_sentinel2_all_moco/resolve/da4f3c9dbe09272eb902f3b37f46635fa4726879/"
+        "resnet50_sentinel2_all_moco-df8b932e.pth"
+    )
 
     def build_module(self) -> Any:
         from torchgeo.models import resnet50

@@ -55,7 +55,7 @@ class HubCheckpoint:
     repo, filename : str
         The hub repository and the checkpoint file in it.
     revision : str or None
-        The pinned revision; ``None`` follows ``main`` (the reference pins none).
+        The pinned revision; ``None`` follows ``main`` (as rs-embed 0.3.1, which pins none).
     env_var : str
         The family's environment variable (a file, or a folder holding one of
         ``filenames``).
@@ -77,7 +77,7 @@ class HubCheckpoint:
         """The ``weights`` entry of ``describe()``: source, revision, variable and format."""
         return {
             "source": f"huggingface: {self.repo}/{self.filename}",
-            "revision": self.revision or "main (the reference pins none)",
+            "revision": self.revision or "main (not pinned, as in rs-embed 0.3.1)",
             "env_var": self.env_var,
             "format": self.fmt,
         }
