@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     plan_path, log = workdir / "plan.json", workdir / "run.log"
     hub = workdir / "hf" / "hub"
     env = side_env(workdir, args.threads)
+    env.update(families.side_env(workdir, args.seed))  # e.g. a URL checkpoint passed by its env var
     timings: dict[str, float] = {}
     if not args.compare_only:
         plan = build_plan(

@@ -29,6 +29,13 @@ A family module (``parity/families/<family>.py``) may define:
     Optional context manager (rs-embed side): the control run of the model's grid cases and
     pooled rectangle cases (e.g. MAE ``random_masking`` replaced by the identity), saved with
     satmae's.
+``rsembed_setup(model) -> str``
+    Optional (rs-embed side, before the cases): adapt rs-embed to the harness (e.g. build a
+    smaller config than the one it hard-codes); returns the note the report lists as a workaround.
+``side_env(workdir, seed) -> dict``
+    Optional: environment variables of both side processes, e.g. rs-embed's variable naming a
+    checkpoint that is not on the Hugging Face hub (a URL download), pointed at the file written
+    under ``workdir``.
 
 Modules must import neither package at import time (both sides import this package).
 """
@@ -37,9 +44,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
-__all__ = ["families", "family_of", "hub_files", "known", "modalities", "models", "native"]
+__all__ = ["families", "family_of", "hub_files", "known", "modalities", "models", "native", "side_env"]
 
 
 def families() -> list[ModuleType]:
@@ -84,6 +92,16 @@ def known() -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     for fam in families():
         out.update(getattr(fam, "KNOWN", {}))
+    return out
+
+
+def side_env(workdir: Path, seed: int) -> dict[str, str]:
+    """The families' extra environment of both side processes (their ``side_env`` hooks)."""
+    out: dict[str, str] = {}
+    for fam in families():
+        hook = getattr(fam, "side_env", None)
+        if hook is not None:
+            out.update(hook(Path(workdir), int(seed)))
     return out
 
 

@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     from rs_embed.providers import register_provider
 
     workarounds = {m: w for m in args.models if (w := config_json_workaround(hub, _PLAN.seed, m))}
+    for m in args.models:  # a family that runs rs-embed on a smaller config than its default (satvision)
+        setup = getattr(family_of(m), "rsembed_setup", None)
+        if setup is not None:
+            workarounds[m] = setup(m)
     register_provider(PROVIDER, make_provider_class())
     if "gse" in args.models:  # the shared fake Earth Engine (parity/products_gse.py)
         from parity.products_gse import install
