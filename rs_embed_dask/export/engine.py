@@ -35,6 +35,7 @@ from rs_embed_dask.export.paths import check_workers_see
 from rs_embed_dask.export.per_item import item_done, item_paths, write_chunk_per_item
 from rs_embed_dask.export.plan import ExportPlan
 from rs_embed_dask.export.progress import Progress
+from rs_embed_dask.export.sizing import chunk_sizing, flight_limits
 from rs_embed_dask.export.store import OK, OK_RAGGED, UNBOUNDED, drop_consolidated, open_root, resize_items
 from rs_embed_dask.export.tidy import (
     read_folder_manifest,
@@ -48,7 +49,7 @@ __all__ = ["run_export"]
 
 
 def _chunks(plan: ExportPlan) -> Iterator[tuple[int, Sequence[Any]]]:
-    size = plan.config.effective_chunk_size
+    size = plan.items_per_chunk
     it = iter(plan.spatials)
     start = 0
     while True:
@@ -129,9 +130,7 @@ class _Submitter:
                     continue
                 self.semaphores[via] = (f"rs-embed-dask-provider-{via}", int(pmax))
             self.infer_semaphores[m.name] = self.semaphores[via]
-        self.threads = max(1, min(cfg.effective_chunk_size, cap))
-        self.fetch_slots = max(1, cap // self.threads)
-        self.max_in_flight = self.fetch_slots + 2 * n_gpu + 2
+        self.threads, self.fetch_slots, self.max_in_flight = flight_limits(plan.items_per_chunk, cap, n_gpu)
         self.run_id = uuid.uuid4().hex[:8]
 
     def _key(self, kind: str, start: int, name: str = "") -> str:
@@ -159,6 +158,22 @@ class _Submitter:
                 pure=False,
             )
         return futs
+
+    def for_writes(self, start: int, fetched: dict[str, Any]) -> dict[str, Any]:
+        """The fetches as the write task needs them: without the arrays unless they are saved.
+
+        A chunk's pixels then stay where they were fetched (and on the inference
+        workers) and are freed once inference has them; the write gets statuses,
+        metas and errors (:func:`tasks.without_data`, run beside the fetch).
+        """
+        if self.plan.config.save_inputs:
+            return fetched
+        return {
+            key: self.client.submit(
+                tasks.without_data, fut, resources=self.io, key=self._key("meta", start, key), pure=False
+            )
+            for key, fut in fetched.items()
+        }
 
     def infers(self, start: int, block: list[Any], fetched: dict[str, Any]) -> dict[str, Any]:
         plan, cfg = self.plan, self.plan.config
@@ -219,6 +234,7 @@ def run_export(plan: ExportPlan, *, client: Any = None) -> list[dict[str, Any]] 
             runner = export_client(client, io_threads=max(2, min(plan.config.num_workers, 32)))
         external = client is not None or active_client() is not None
         with runner as cl:
+            plan.chunk_items = chunk_sizing(plan, cl).items  # a combined store being resumed keeps its own
             if external and not getattr(cl, "in_process", False):
                 # a client of someone else's cluster: its workers may not see this machine's folders
                 folder = target if plan.layout == ExportLayout.PER_ITEM else os.path.dirname(target)
@@ -275,10 +291,11 @@ def _run_chunks(client: Any, plan: ExportPlan, submit_write: Any, chunk_iter: It
         fetch_pending.update(fetched.values())
         finished.update(fetched.values())
         inferred = sub.infers(start, block, fetched)
-        wfut = submit_write(client, start, block, fetched, inferred, extra, sub)
+        to_write = sub.for_writes(start, fetched)
+        wfut = submit_write(client, start, block, to_write, inferred, extra, sub)
         inflight[wfut] = (start, len(block))
         finished.add(wfut)
-        del fetched, inferred
+        del fetched, inferred, to_write
     _drain(client, sub, inflight, fetch_pending, progress, results, block_until=0, fetch_block_until=0, finished=finished)
     return results
 
@@ -300,7 +317,7 @@ def _run_per_item(client: Any, plan: ExportPlan) -> list[dict[str, Any]]:
     skipped: list[dict[str, Any]] = []
 
     def chunk_iter() -> Iterator[Any]:
-        size = cfg.effective_chunk_size
+        size = plan.items_per_chunk
         pending: list[tuple[int, str, Any]] = []
         for i, sp in enumerate(plan.spatials):
             name = plan.names[i] if plan.names is not None else f"p{i:05d}"
@@ -457,6 +474,9 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> tuple[list[Any], bool]:
                     stored_fingerprint=attrs.get("request_fingerprint"), fingerprint=plan.fingerprint,
                 )  # fmt: skip
                 reuse = True
+                stored_chunk = attrs.get("chunk_size")
+                if isinstance(stored_chunk, int) and stored_chunk >= 1:
+                    plan.chunk_items = stored_chunk  # the store's chunks are the write tasks' units
             else:
                 warnings.warn(
                     f"The working store {store_path} cannot be read (damaged or not an export); starting fresh.",
@@ -492,7 +512,7 @@ def _store_attrs(plan: ExportPlan, *, complete: bool, n_items: int | None, manif
             "format_version": 1,
             "layout": "combined",
             "n_items": n_items,
-            "chunk_size": plan.config.effective_chunk_size,
+            "chunk_size": plan.items_per_chunk,
             "complete": complete,
             "request_fingerprint": plan.fingerprint,
             "resume_identity": plan.identity,
@@ -544,7 +564,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
             inferred,
             model_keys=model_keys,
             capacity=capacity,
-            chunk_size=cfg.effective_chunk_size,
+            chunk_size=plan.items_per_chunk,
             save_inputs=cfg.save_inputs,
             max_retries=cfg.max_retries,
             backoff_s=cfg.retry_backoff_s,

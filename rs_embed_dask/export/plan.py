@@ -26,7 +26,7 @@ from rs_embed_dask.resolve import (
 )
 from rs_embed_dask.serialization import jsonable, request_fingerprint, sanitize_key
 
-__all__ = ["ExportPlan", "build_plan"]
+__all__ = ["ExportPlan", "InputSpec", "build_plan", "fetch_packaging", "shared_inputs"]
 
 _EXT = {"npz": ".npz", "netcdf": ".nc", "zarr": ".zarr"}
 _LEGACY_CONFIG_KEYS = {f for f in ExportConfig.__dataclass_fields__ if f != "input_prep"}
@@ -34,12 +34,19 @@ _LEGACY_CONFIG_KEYS = {f for f in ExportConfig.__dataclass_fields__ if f != "inp
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One distinct fetch (sensor + temporal semantics) shared by the models that use it."""
+    """One distinct fetch (sensor + temporal packaging) shared by the models that use it.
+
+    ``owner`` names the input in the export (the first model that reads it);
+    ``model`` is the member whose fetch is run: a square-fetching one when any
+    member squares (the others cut their ROI out of the square).
+    ``packaging`` is :func:`fetch_packaging` of the members.
+    """
 
     key: str
     owner: str
     model: ResolvedModel
     users: tuple[str, ...]
+    packaging: str = ""
 
 
 @dataclass
@@ -70,6 +77,14 @@ class ExportPlan:
     #: the combined target as the user spelled it (the manifest records it, as rs-embed does);
     #: ``out_file`` is the same file made absolute, which the workers use
     out_file_given: str | None = None
+    #: ROIs per chunk (task and store chunk) set by the engine from the inputs' bytes and the
+    #: workers' memory (:mod:`rs_embed_dask.export.sizing`); ``None``: ``config.chunk_size``
+    chunk_items: int | None = None
+
+    @property
+    def items_per_chunk(self) -> int:
+        """ROIs per chunk: :attr:`chunk_items` once sized, else ``config.chunk_size``."""
+        return int(self.chunk_items) if self.chunk_items else self.config.effective_chunk_size
 
     @property
     def spatials_in_fingerprint(self) -> bool:
@@ -199,6 +214,77 @@ def _request_backend(cls: Any, backend: str) -> str:
     if backend == "auto" or "precomputed" not in str(cls.model_type) or own is None:
         return backend
     return backend if ("provider" in own or backend in own) else "auto"
+
+
+def fetch_packaging(model: ResolvedModel, temporal: Any) -> str:
+    """What, beside the sensor, decides the pixels a model's fetch returns (a JSON text).
+
+    The provider (``backend``), the frames (``temporal_semantics``, the frame
+    count and, for a model with its own time bins such as olmoearth's 30-day
+    bins, the bins of ``temporal``) and the model's own clean-up of the fetched
+    array (``fetch_postprocess``, e.g. thor's).  Square fetching is left out:
+    a model that does not square reads its ROI out of a squared fetch.
+    """
+    import json
+
+    cls = get_model_class(model.canonical)
+    bins = None
+    if model.n_frames is not None:
+        own_bins = getattr(cls(model.config_dict), "frame_bins", None)
+        got = own_bins(temporal) if callable(own_bins) else None
+        bins = [[str(a), str(b)] for a, b in got] if got else None
+    post = getattr(cls, "fetch_postprocess", None)
+    return json.dumps(
+        {
+            "backend": model.backend,
+            "semantics": model.temporal_semantics,
+            "frames": model.n_frames,
+            "bins": bins,
+            "postprocess": f"{post.__module__}.{post.__qualname__}" if post is not None else None,
+        },
+        sort_keys=True,
+    )
+
+
+def shared_inputs(models: tuple[ResolvedModel, ...], temporal: Any) -> dict[str, InputSpec]:
+    """One :class:`InputSpec` per distinct (sensor, temporal packaging) input of ``models``.
+
+    Models with the same sensor and the same :func:`fetch_packaging` share
+    one fetch under rs-embed's key (``sensor_cache_key`` plus ``--<semantics>``
+    for frames).  A model with the same key but another packaging gets its own
+    fetch under the key suffixed ``--<backend>`` (another provider) or
+    ``--<model>`` (other frames or clean-up), so no model reads pixels
+    fetched for another's rules.
+    """
+    import hashlib
+
+    from rs_embed_dask.fetch_square import squares_fetch
+
+    inputs: dict[str, InputSpec] = {}
+    for m in models:
+        base = m.input_key
+        if base is None:
+            continue
+        packaging = fetch_packaging(m, temporal)
+        prev = inputs.get(base)
+        key = base
+        if prev is not None and prev.packaging != packaging:
+            other = m.backend if prev.model.backend != m.backend else sanitize_key(m.canonical)
+            key = f"{base}--{other}"
+            taken = inputs.get(key)
+            if taken is not None and taken.packaging != packaging:
+                key = f"{base}--{hashlib.sha1(packaging.encode()).hexdigest()[:8]}"
+        prev = inputs.get(key)
+        if prev is None:
+            inputs[key] = InputSpec(key=key, owner=m.name, model=m, users=(m.name,), packaging=packaging)
+            continue
+        fetcher = prev.model
+        if not squares_fetch(get_model_class(fetcher.canonical)) and squares_fetch(get_model_class(m.canonical)):
+            fetcher = m  # the square serves both: the other model cuts its ROI out of it
+        inputs[key] = InputSpec(
+            key=key, owner=prev.owner, model=fetcher, users=(*prev.users, m.name), packaging=packaging
+        )
+    return inputs
 
 
 def build_plan(
@@ -334,18 +420,7 @@ def build_plan(
         first = next(items)
         check_roi(first, rules, 0)
         items = checked_stream(itertools.chain([first], items), rules)
-    inputs: dict[str, InputSpec] = {}
-    for m in models_t:
-        key = m.input_key
-        if key is None:
-            continue
-        if key in inputs and inputs[key].model.backend != m.backend:
-            key = f"{key}--{m.backend}"  # the same sensor through another provider: another fetch
-        if key in inputs:
-            prev = inputs[key]
-            inputs[key] = InputSpec(key=key, owner=prev.owner, model=prev.model, users=(*prev.users, m.name))
-        else:
-            inputs[key] = InputSpec(key=key, owner=m.name, model=m, users=(m.name,))
+    inputs = shared_inputs(models_t, temporal)
     base = fingerprint_payload(
         models=models_t,
         temporal=temporal,

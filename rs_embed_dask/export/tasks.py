@@ -31,6 +31,9 @@ __all__ = [
     "fetch_chunk",
     "infer_chunk",
     "memory_batch",
+    "pack_arrays",
+    "release_free_heap",
+    "without_data",
     "write_chunk_combined",
 ]
 
@@ -66,6 +69,33 @@ def ensure_plugins(plugins: dict[str, Any]) -> None:
         target = registry._models if kind == "model" else registry._providers
         if name not in target or isinstance(target[name], str):
             target[name] = cls
+
+
+_LIBC: list[Any] = []
+
+
+def release_free_heap() -> bool:
+    """Give the free pages of every heap arena back to the OS (glibc's ``malloc_trim(0)``); ``False`` elsewhere.
+
+    Run at the end of a fetch or inference task: a chunk's temporaries (tens
+    of MB a ROI for a time series) are freed then, but under the thresholds
+    that keep large blocks on the heap for the next batch
+    (:mod:`rs_embed_dask.cluster.worker_setup`) the pages stayed with the
+    process, scattered over the threads' arenas, and a worker's memory grew
+    with the number of chunks.  Once per task it costs milliseconds.
+    """
+    if not _LIBC:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            libc.malloc_trim.restype = ctypes.c_int
+            _LIBC.append(libc)
+        except (OSError, AttributeError):  # not glibc
+            _LIBC.append(None)
+    libc = _LIBC[0]
+    return bool(libc is not None and libc.malloc_trim(0) >= 0)
 
 
 _SEMAPHORES: dict[tuple[str, int], Any] = {}
@@ -142,7 +172,52 @@ def fetch_chunk(
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
             for fut in [pool.submit(run, i) for i in range(len(spatials))]:
                 fut.result()
-    return ChunkInputs(key=key, data=data, meta=meta, errors=errors)
+    out = ChunkInputs(key=key, data=pack_arrays(data), meta=meta, errors=errors)
+    release_free_heap()
+    return out
+
+
+def pack_arrays(data: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    """The arrays of one shape and dtype moved into one block; each item becomes a view of it (in place).
+
+    A chunk's inputs live until every model has embedded them, while the
+    fetch threads allocate and free temporaries around them; as one block
+    (each ROI's frames contiguous, ROIs in order) they leave the threads'
+    heap arenas, whose fragmentation otherwise made a worker's memory grow
+    with the number of chunks (inference workers keep large blocks on the
+    heap, :mod:`rs_embed_dask.cluster.worker_setup`).  Values are unchanged.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, d in enumerate(data):
+        if isinstance(d, np.ndarray) and d.ndim > 0:
+            groups.setdefault((d.shape, d.dtype.str), []).append(i)
+    for (shape, dtype), idx in groups.items():
+        if len(idx) < 2:
+            continue
+        block = np.empty((len(idx), *shape), dtype=np.dtype(dtype))
+        for j, i in enumerate(idx):
+            block[j] = data[i]
+            data[i] = block[j]  # the fetched array is freed as soon as it is copied
+    return data
+
+
+_NO_DATA = np.zeros(0, dtype=np.float32)
+
+
+def without_data(inputs: ChunkInputs) -> ChunkInputs:
+    """``inputs`` with each fetched array replaced by an empty one (``None`` kept where the fetch failed).
+
+    What a write task needs of the fetches when inputs are not saved:
+    statuses, metas and errors, not the pixels (a time series may be tens of
+    MB a ROI).
+    """
+    return ChunkInputs(
+        key=inputs.key,
+        data=[None if d is None else _NO_DATA for d in inputs.data],
+        meta=inputs.meta,
+        errors=inputs.errors,
+        pid=inputs.pid,
+    )
 
 
 def memory_batch(
@@ -268,6 +343,7 @@ def infer_chunk(
                         store([i], run([i]))
                     except Exception as exc_i:
                         errors[i] = repr(exc_i)
+    release_free_heap()
     if not continue_on_error:
         for err in errors:
             if err is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_DEVICE_FRACTION",
     "DEFAULT_HOST_FRACTION",
     "MEMORY_ENV",
+    "array_bytes",
     "batch_size_for_budget",
     "default_memory_per_item",
     "device_budget",
@@ -46,8 +47,10 @@ _FALLBACK_DIM = 768
 _FLOAT_BYTES = 4
 
 
-def memory_setting(env: Mapping[str, str] | None = None) -> tuple[float | None, int | None]:
-    """``RS_EMBED_INFER_MEMORY`` as ``(fraction, bytes)``; ``(None, None)`` when unset.
+def memory_setting(
+    env: Mapping[str, str] | None = None, *, name: str = MEMORY_ENV
+) -> tuple[float | None, int | None]:
+    """The variable ``name`` (default ``RS_EMBED_INFER_MEMORY``) as ``(fraction, bytes)``; ``(None, None)`` when unset.
 
     Raises
     ------
@@ -55,7 +58,7 @@ def memory_setting(env: Mapping[str, str] | None = None) -> tuple[float | None, 
         For a value that is neither a fraction in ``(0, 1]`` nor a positive size.
     """
     environ = os.environ if env is None else env
-    raw = str(environ.get(MEMORY_ENV, "")).strip()
+    raw = str(environ.get(name, "")).strip()
     if not raw:
         return None, None
     try:
@@ -72,7 +75,7 @@ def memory_setting(env: Mapping[str, str] | None = None) -> tuple[float | None, 
         size = 0
     if size <= 1:
         raise ModelError(
-            f"{MEMORY_ENV} must be a fraction in (0, 1] of the worker's memory or a size such as "
+            f"{name} must be a fraction in (0, 1] of the worker's memory or a size such as "
             f"'2GiB' or '1500MB'; got {raw!r}."
         )
     return None, size
@@ -177,6 +180,11 @@ def default_memory_per_item(self: Any, input_shape: Sequence[int], output: Any =
         dim = _FALLBACK_DIM
     pixels = frames * h * w
     return _FLOAT_BYTES * pixels * (2 * channels + 3 * dim)
+
+
+def array_bytes(shape: Sequence[int], itemsize: int = _FLOAT_BYTES) -> int:
+    """Bytes of an array of ``shape`` (``T x C x H x W x itemsize`` for a time series); float32 by default."""
+    return int(itemsize) * _prod(shape)
 
 
 def batch_size_for_budget(requested: int, budget_bytes: int | None, per_item_bytes: int | None) -> int:
