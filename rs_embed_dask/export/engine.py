@@ -452,9 +452,6 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> tuple[list[Any], bool]:
 
     check_rois = False
     if os.path.exists(store_path):
-        drop_consolidated(store_path)  # a finished zarr export changes again: listings from the files
-        with contextlib.suppress(Exception):  # an unreadable store is handled (and reported) below
-            drop_views(store_path, dict(open_root(store_path).attrs).get("rs_embed_dask", {}).get("views"))
         reuse = False
         if plan.config.resume:
             try:
@@ -483,7 +480,12 @@ def _prepare_store(plan: ExportPlan, store_path: str) -> tuple[list[Any], bool]:
                     UserWarning,
                     stacklevel=4,
                 )
-        if not reuse:
+        if reuse:
+            # only once the request matched: a refused resume leaves a finished zarr export as it was
+            drop_consolidated(store_path)  # a finished zarr export changes again: listings from the files
+            with contextlib.suppress(Exception):
+                drop_views(store_path, dict(open_root(store_path).attrs).get("rs_embed_dask", {}).get("views"))
+        else:
             shutil.rmtree(store_path)
     if not os.path.exists(store_path):  # parts belong to the store they were written with
         shutil.rmtree(parts_dir(store_path), ignore_errors=True)

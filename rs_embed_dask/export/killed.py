@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.export.sizing import CHUNK_MEMORY_ENV
 from rs_embed_dask.models.memory import MEMORY_ENV
 
 __all__ = ["killed_worker_error"]
@@ -40,7 +41,8 @@ def killed_worker_error(exc: BaseException, config: Any) -> ModelError | None:
     ModelError or None
         Naming the task that was running, the likely cause and the settings
         to lower: ``ExportConfig.chunk_size``, ``ExportConfig.infer_batch_size``,
-        ``RS_EMBED_INFER_MEMORY`` on the workers, or more memory per worker.
+        ``RS_EMBED_INFER_MEMORY`` on the workers, ``RS_EMBED_CHUNK_MEMORY``,
+        or more memory per worker.
     """
     if not _is_killed_worker(exc):
         return None
@@ -58,7 +60,8 @@ def killed_worker_error(exc: BaseException, config: Any) -> ModelError | None:
         f"(Dask's KilledWorker). Inference runs each chunk in batches sized to the worker's memory limit, but "
         f"a whole chunk of inputs and outputs still lives on one worker. Lower ExportConfig.chunk_size "
         f"(now {chunk}) or ExportConfig.infer_batch_size (now {batch}), set {MEMORY_ENV} on the workers "
-        f"to a smaller fraction (e.g. 0.3) or size (e.g. '1GiB') of memory per inference batch, or give each "
+        f"to a smaller fraction (e.g. 0.3) or size (e.g. '1GiB') of memory per inference batch, set "
+        f"{CHUNK_MEMORY_ENV} in the client to a smaller share of worker memory per chunk, or give each "
         f"worker more memory (local_cluster(memory_limit=...), dask worker --memory-limit, or the jobqueue "
         f"memory setting). Original error: {exc}"
     )

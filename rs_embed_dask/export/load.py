@@ -17,7 +17,7 @@ lazily in groups of files.  ``ModelResult.embeddings`` / ``.inputs`` compute
 numpy on first access and cache it; ``.embeddings_lazy`` / ``.inputs_lazy``
 and ``ExportResult.to_xarray()`` stay lazy.
 
-Differences from rs-embed's loader (upstream quirks fixed):
+Differences from rs-embed's loader (its quirks fixed):
 
 (a) A combined model that failed at every item has no ``error`` key in the
     manifest; rs-embed reports ``error=None``.  We report the first error of
@@ -137,8 +137,9 @@ def load_export(path: str | os.PathLike[str], *, strict: bool = True) -> ExportR
 def _missing_message(p: str) -> str:
     """``Export path does not exist``, plus what is there instead when an export did not finish."""
     msg = f"Export path does not exist: {p!r}"
-    store = p + ".work.zarr"
-    if not os.path.isdir(store):
+    # the target as given, or with the suffix the export added to it ("run" -> "run.npz")
+    store = next((p + sfx for sfx in (".work.zarr", ".npz.work.zarr", ".nc.work.zarr") if os.path.isdir(p + sfx)), None)
+    if store is None:
         return msg
     done = ""
     try:

@@ -2,7 +2,7 @@
 
 Field order follows the files rs-embed 0.3.1 writes (see
 ``tests/data/upstream_exports``).  Two deliberate differences: range
-temporal specs serialise ``"year": null`` (upstream writes a function repr),
+temporal specs serialise ``"year": null`` (rs-embed writes a function repr),
 and timestamps are plain ISO 8601 ``...Z``.
 """
 

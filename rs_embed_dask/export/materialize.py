@@ -205,9 +205,14 @@ def _finalize_zarr(plan: Any, store_path: str, n: int, root: Any, attrs: dict[st
 
     views = write_views(store_path, plan)  # xr.open_zarr(path): the variables of to_xarray() at the root
     root.attrs["rs_embed_dask"] = {**attrs, "complete": True, "n_items": n, "manifest": jsonable(man), "views": views}
+    import warnings
+
     import zarr
 
-    zarr.consolidate_metadata(store_path)  # xarray.open_zarr(path) reads one document, no warning
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is outside the v3 spec; xarray reads it, so say nothing
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store_path)  # xarray.open_zarr(path) reads one document, no warning
     if man.get("manifest_path"):
         write_json(os.path.splitext(plan.out_file)[0] + ".json", man)  # the absolute spelling of manifest_path
     return man

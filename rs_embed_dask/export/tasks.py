@@ -256,7 +256,7 @@ def infer_chunk(
 
     A ROI whose fetch failed gets rs-embed's "Prefetch previously failed"
     error, which names the model in per-item exports only
-    (``name_model_in_errors``), as upstream's two writers do.
+    (``name_model_in_errors``), as rs-embed's two writers do.
 
     ``batch_size`` is the most arrays per model call; fewer when the worker's
     memory cannot hold their activations (:func:`memory_batch`), so any
