@@ -270,7 +270,8 @@ def test_loading_a_strict_export_that_failed_says_what_is_there(failed_strict: P
     # the target as the user spelled it, before the export added ".npz"
     with pytest.raises(FileNotFoundError) as bare:
         load_export(str(failed_strict)[: -len(".npz")])
-    assert store in str(bare.value) and "resume=True" in str(bare.value)
+    assert store in str(bare.value)
+    assert "resume=True" in str(bare.value)
 
 
 def test_store_writes_chunks_equal_to_the_fill_value(tmp_path: Path) -> None:

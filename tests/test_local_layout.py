@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rs_embed_dask import ExportConfig, ExportTarget, OutputSpec, PointBuffer, TemporalSpec, export_batch, load_export
+from rs_embed_dask import (
+    ExportConfig,
+    ExportTarget,
+    OutputSpec,
+    PointBuffer,
+    TemporalSpec,
+    export_batch,
+    load_export,
+)
 from rs_embed_dask.cluster import local
 from rs_embed_dask.core.errors import SpecError
 
@@ -46,7 +54,8 @@ def test_split_when_asked_or_when_pools_are_sized(no_gpu: None, kwargs: dict) ->
     cluster = local.local_cluster(io_threads=3, dashboard_address=None, verbose=False, processes=False, **kwargs)
     try:
         spec = _spec(cluster)
-        assert any(n.startswith("io-") for n in spec) and any(n.startswith("gpu-") for n in spec)
+        assert any(n.startswith("io-") for n in spec)
+        assert any(n.startswith("gpu-") for n in spec)
         assert all(o["resources"] == {"gpu": 1} for n, o in spec.items() if n.startswith("gpu-"))
         assert all(o["resources"] == {"io": 3} for n, o in spec.items() if n.startswith("io-"))
     finally:

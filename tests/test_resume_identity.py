@@ -164,7 +164,8 @@ def test_finished_zarr_export_is_not_replaced_by_a_changed_request(client: Any, 
     assert root.attrs["rs_embed_dask"]["complete"] is True
     np.testing.assert_array_equal(root["models/rcf/embeddings"][:], before)
     # the refused run touched nothing: xarray still reads the root variables from consolidated metadata
-    assert (out / "zarr.json").exists() and "consolidated_metadata" in (out / "zarr.json").read_text()
+    assert (out / "zarr.json").exists()
+    assert "consolidated_metadata" in (out / "zarr.json").read_text()
     import xarray as xr
 
     ds = xr.open_zarr(str(out))
