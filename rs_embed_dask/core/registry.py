@@ -60,6 +60,12 @@ _BUILTIN_MODELS: dict[str, str] = {
     "copernicus": "rs_embed_dask.models.copernicus:CopernicusEmbedder",
     "terramind": "rs_embed_dask.models.terramind:TerraMindEmbedder",
     "olmoearth": "rs_embed_dask.models.olmoearth:OlmoEarthEmbedder",
+    "anysat": "rs_embed_dask.models.anysat:AnySatEmbedder",
+    "galileo": "rs_embed_dask.models.galileo:GalileoEmbedder",
+    "agrifm": "rs_embed_dask.models.agrifm:AgriFMEmbedder",
+    "fomo": "rs_embed_dask.models.fomo:FomoEmbedder",
+    "satvision": "rs_embed_dask.models.satvision:SatVisionEmbedder",
+    "wildsat": "rs_embed_dask.models.wildsat:WildSATEmbedder",
 }
 _BUILTIN_PROVIDERS: dict[str, str] = {
     "synthetic": "rs_embed_dask.providers.synthetic:SyntheticProvider",
@@ -80,6 +86,7 @@ _MODEL_ALIASES: dict[str, str] = {
     "satmae++": "satmaepp",
     "satmaepp_rgb": "satmaepp",
     "terrafm_b": "terrafm",
+    "satvision_toa": "satvision",
 }
 
 _models: dict[str, Any] = {}
