@@ -27,8 +27,8 @@ def local_client(*, io_threads: int, inference_workers: int) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def threaded_client() -> Iterator[Any]:
-    """A client of an in-process cluster (one worker, four threads), not made the default; both closed on exit.
+def threaded_client(threads: int = 4) -> Iterator[Any]:
+    """A client of an in-process cluster (one worker, ``threads`` threads), not made the default; both closed on exit.
 
     Enough for exports of the built-in models and providers, and of classes
     defined in any module this process imported (nothing is pickled to
@@ -37,7 +37,9 @@ def threaded_client() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=None
+        ) as cluster,
         Client(cluster, set_as_default=False) as c,
     ):
         yield c

@@ -579,3 +579,20 @@ def fake_ee_cluster(state_dir: str, *, threads_per_worker: int, latency_s: float
         from rs_embed_dask.providers import ee_session
 
         ee_session.reset_session()
+
+
+def installed_with_test_project(monkeypatch: Any) -> Iterator[FakeEarthEngine]:
+    """The body of a ``fake`` fixture: the fake installed for project ``test-project``, no credentials in the env.
+
+    Yields the fake; after the test, the resolved runtime and the Earth
+    Engine session are reset.  Use as ``yield from installed_with_test_project(monkeypatch)``.
+    """
+    from rs_embed_dask.providers import ee_session
+    from rs_embed_dask.resolve import reset_runtime
+
+    monkeypatch.setenv("EE_PROJECT", "test-project")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    yield FakeEarthEngine().install(monkeypatch)
+    reset_runtime()
+    ee_session.reset_session()

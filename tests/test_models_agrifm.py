@@ -351,40 +351,17 @@ def test_download_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.cluster
 def test_export_matches_get_embedding(weights: Path, tmp_path: Path) -> None:
     """An export on a local cluster: each ROI's 8 frames travel as one (8, 10, H, W) input."""
-    import distributed
+    from _exports import TEMPORAL as temporal
+    from _exports import assert_row_is_get_embedding, rois, threaded_export
 
-    from rs_embed_dask import (
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        PointBuffer,
-        TemporalSpec,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import load_export
 
-    rois = [PointBuffer(lon=8.40 + 0.01 * i, lat=47.30, buffer_m=160) for i in range(3)]
-    temporal = TemporalSpec.range("2022-06-01", "2022-09-01")
-    cfg = {**TINY, "weights": str(weights)}
-    out = tmp_path / "agrifm.npz"
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        man = export_batch(
-            spatials=rois, temporal=temporal, models=[ExportModelRequest("agrifm", model_config=cfg)],
-            target=ExportTarget.combined(str(out)), backend="synthetic",
-            config=ExportConfig(show_progress=False), client=c,
-        )  # fmt: skip
+    spatials, cfg, out = rois(3, buffer_m=160), {**TINY, "weights": str(weights)}, tmp_path / "agrifm.npz"
+    man = threaded_export(out, {"agrifm": cfg}, spatials, temporal)
     assert man["status"] == "ok"
     res = load_export(out)
     emb = np.asarray(res.embedding("agrifm"))
     assert emb.shape == (3, 64)
     inputs = np.asarray(res.models["agrifm"].inputs)
     assert inputs.shape == (3, 8, 10, 32, 32)
-    ref = get_embedding("agrifm", spatial=rois[1], temporal=temporal, model_config=cfg, backend="synthetic",
-                        device="cpu")  # fmt: skip
-    np.testing.assert_allclose(emb[1], np.asarray(ref.data), atol=1e-5)
+    assert_row_is_get_embedding(emb[1], "agrifm", spatials[1], temporal, cfg)

@@ -209,20 +209,10 @@ def test_shares_the_twelve_band_fetch_with_terramind(weights: Path) -> None:
 @pytest.mark.slow
 def test_export_with_terramind_fetches_once_and_matches_get_embedding(weights: Path, tmp_path: Path) -> None:
     import _sensor_log_plugins as slog
-    import distributed
+    from _exports import threaded_export
     from model_cases.terramind import write_checkpoint as terramind_checkpoint
 
-    from rs_embed_dask import (
-        BBox,
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        PointBuffer,
-        TemporalSpec,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import BBox, PointBuffer, TemporalSpec, get_embedding, load_export
 
     when = TemporalSpec.range("2022-06-01", "2022-09-01")
     rois = [PointBuffer(8.40 + 0.01 * i, 47.30, 320) for i in range(2)] + [BBox(8.45, 47.30, 8.456, 47.303)]
@@ -234,17 +224,8 @@ def test_export_with_terramind_fetches_once_and_matches_get_embedding(weights: P
     log, out = str(tmp_path / "fetches.log"), tmp_path / "mixed.npz"
     slog.register()
     try:
-        with (
-            distributed.LocalCluster(
-                n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-            ) as cl,
-            distributed.Client(cl, set_as_default=False) as client,
-        ):
-            man = export_batch(
-                spatials=rois, temporal=when, models=[ExportModelRequest(m, model_config=c) for m, c in cfgs.items()],
-                target=ExportTarget.combined(str(out)), backend=slog.PROVIDER_NAME, provider_options={"log": log},
-                device="cpu", config=ExportConfig(chunk_size=2, show_progress=False), client=client,
-            )  # fmt: skip
+        man = threaded_export(out, cfgs, rois, when, backend=slog.PROVIDER_NAME, provider_options={"log": log},
+                              device="cpu", config={"chunk_size": 2})  # fmt: skip
     finally:
         slog.unregister()
     assert man["status"] == "ok"

@@ -391,42 +391,25 @@ def test_get_embedding_fetches_equal_bins_and_crops_a_rectangle(weights):
 
 @pytest.mark.cluster
 def test_export_matches_get_embedding(weights, tmp_path):
-    import distributed
+    from _exports import assert_row_is_get_embedding, threaded_export
 
-    from rs_embed_dask import (
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import load_export
 
     rois = [PointBuffer(lon=8.40 + 0.01 * i, lat=47.30, buffer_m=80) for i in range(3)]
     temporal = TemporalSpec.range("2022-06-01", "2022-09-01")
     cfg = {"weights": weights, "image_size": 16}
     out = tmp_path / "galileo.npz"
-    with (
-        warnings.catch_warnings(),
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        man = export_batch(
-            spatials=rois, temporal=temporal, models=[ExportModelRequest("galileo", model_config=cfg)],
-            target=ExportTarget.combined(str(out)), backend="synthetic", config=ExportConfig(show_progress=False),
-            client=c,
-        )  # fmt: skip
-        ref = get_embedding("galileo", spatial=rois[1], temporal=temporal, model_config=cfg, backend="synthetic",
-                            device="cpu")  # fmt: skip
+        man = threaded_export(out, {"galileo": cfg}, rois, temporal)
     assert man["status"] == "ok"
     res = load_export(out)
     emb = np.asarray(res.embedding("galileo"))
     assert emb.shape == (3, 32)
     assert np.asarray(res.models["galileo"].inputs).shape == (3, 4, 10, 16, 16)
-    np.testing.assert_allclose(emb[1], np.asarray(ref.data), atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_row_is_get_embedding(emb[1], "galileo", rois[1], temporal, cfg)
 
 
 def test_config_json_is_the_published_layout(weights):

@@ -15,7 +15,7 @@ TESTS_DIR = str(Path(__file__).resolve().parent)
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from fake_ee import FakeEarthEngine  # noqa: E402
+from fake_ee import installed_with_test_project  # noqa: E402
 from model_cases.satvision import TINY, satvision_checkpoint, satvision_state  # noqa: E402
 
 from rs_embed_dask import PointBuffer, TemporalSpec  # noqa: E402
@@ -23,10 +23,8 @@ from rs_embed_dask.core.errors import ModelError, ProviderError, SpecError  # no
 from rs_embed_dask.core.specs import OutputSpec, SensorSpec  # noqa: E402
 from rs_embed_dask.models import satvision as sv  # noqa: E402
 from rs_embed_dask.models.satvision_encoder import GIANT, SatVisionArch, arch_from_state  # noqa: E402
-from rs_embed_dask.providers import ee_session  # noqa: E402
 from rs_embed_dask.providers.gee import GEEProvider  # noqa: E402
 from rs_embed_dask.providers.synthetic import SyntheticProvider  # noqa: E402
-from rs_embed_dask.resolve import reset_runtime  # noqa: E402
 
 POOLED, GRID = OutputSpec.pooled(), OutputSpec.grid()
 JUNE = TemporalSpec.range("2022-06-01", "2022-07-01")
@@ -155,13 +153,7 @@ def test_synthetic_serves_the_proxy_band_by_band() -> None:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("EE_PROJECT", "test-project")
-    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    f = FakeEarthEngine().install(monkeypatch)
-    yield f
-    reset_runtime()
-    ee_session.reset_session()
+    yield from installed_with_test_project(monkeypatch)
 
 
 def test_earth_engine_requests_mod09ga_and_mod21a1d(fake: Any) -> None:
@@ -290,30 +282,13 @@ def test_memory_per_item_is_the_widest_stage() -> None:
 
 @pytest.mark.cluster
 def test_export_on_a_local_cluster_equals_get_embedding(weights: Path, tmp_path: Path) -> None:
-    import distributed
+    from _exports import assert_row_is_get_embedding, threaded_export
 
-    from rs_embed_dask import (
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import load_export
 
     rois = [PointBuffer(lon=8.5 + 0.5 * i, lat=47.3, buffer_m=32_000) for i in range(3)]
     out = tmp_path / "sv.npz"
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        man = export_batch(
-            spatials=rois, temporal=JUNE, models=[ExportModelRequest("satvision_toa", model_config=_cfg(weights))],
-            target=ExportTarget.combined(str(out)), backend="synthetic", config=ExportConfig(show_progress=False),
-            client=c,
-        )  # fmt: skip
+    man = threaded_export(out, {"satvision_toa": _cfg(weights)}, rois, JUNE)
     assert man["status"] == "ok"
     res = load_export(out)
     name = next(iter(res.models))
@@ -323,9 +298,7 @@ def test_export_on_a_local_cluster_equals_get_embedding(weights: Path, tmp_path:
     assert inputs.shape == (3, 14, 64, 64)
     assert inputs.min() >= 0.0
     assert inputs.max() <= 1.0
-    ref = get_embedding("satvision", spatial=rois[2], temporal=JUNE, model_config=_cfg(weights),
-                        backend="synthetic", device="cpu")  # fmt: skip
-    np.testing.assert_allclose(emb[2], np.asarray(ref.data), atol=1e-5)
+    assert_row_is_get_embedding(emb[2], "satvision", rois[2], JUNE, _cfg(weights))
 
 
 def test_small_arch_type() -> None:

@@ -281,38 +281,13 @@ def test_seed_export_example_runs_on_synthetic(weights: Path, tmp_path: Path) ->
     the export runs the test encoder of the tiny variant's layout and the
     variant -> architecture mapping is checked above on the full shapes.
     """
-    import distributed
+    from _exports import TEMPORAL as temporal
+    from _exports import assert_row_is_get_embedding, rois, threaded_export
 
-    from rs_embed_dask import (
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        PointBuffer,
-        TemporalSpec,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import load_export
 
-    rois = [PointBuffer(lon=8.40 + 0.01 * i, lat=47.30, buffer_m=160) for i in range(3)]
-    temporal = TemporalSpec.range("2022-06-01", "2022-09-01")
-    cfg = {**TINY, "weights": str(weights)}
-    out = tmp_path / "thor.npz"
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        man = export_batch(
-            spatials=rois,
-            temporal=temporal,
-            models=[ExportModelRequest("thor", model_config=cfg)],
-            target=ExportTarget.combined(str(out)),
-            backend="synthetic",
-            config=ExportConfig(show_progress=False),
-            client=c,
-        )
+    spatials, cfg, out = rois(3, buffer_m=160), {**TINY, "weights": str(weights)}, tmp_path / "thor.npz"
+    man = threaded_export(out, {"thor": cfg}, spatials, temporal)
     assert man["status"] == "ok"
     res = load_export(out)
     emb = np.asarray(res.embedding("thor"))
@@ -321,10 +296,7 @@ def test_seed_export_example_runs_on_synthetic(weights: Path, tmp_path: Path) ->
     assert inputs.shape == (3, 10, 32, 32)
     assert inputs.min() >= 0
     assert inputs.max() <= 10000
-    ref = get_embedding(
-        "thor", spatial=rois[1], temporal=temporal, model_config=cfg, backend="synthetic", device="cpu"
-    )
-    np.testing.assert_allclose(emb[1], np.asarray(ref.data), atol=1e-5)
+    assert_row_is_get_embedding(emb[1], "thor", spatials[1], temporal, cfg)
 
 
 def test_fetch_clips_s2_and_keeps_its_own_input_key(weights: Path) -> None:

@@ -460,37 +460,14 @@ def test_get_embedding_rect_roi_pools_the_roi_tokens(weights: Path) -> None:
 
 @pytest.mark.cluster
 def test_export_matches_get_embedding(weights: Path, tmp_path: Path) -> None:
-    import distributed
+    from _exports import TEMPORAL as temporal
+    from _exports import assert_row_is_get_embedding, rois, threaded_export
 
-    from rs_embed_dask import (
-        ExportConfig,
-        ExportModelRequest,
-        ExportTarget,
-        PointBuffer,
-        TemporalSpec,
-        export_batch,
-        get_embedding,
-        load_export,
-    )
+    from rs_embed_dask import load_export
 
-    rois = [PointBuffer(lon=8.40 + 0.01 * i, lat=47.30, buffer_m=160) for i in range(3)]
-    temporal = TemporalSpec.range("2022-06-01", "2022-09-01")
-    cfg = {**TINY, "weights": str(weights)}
-    out = tmp_path / "wildsat.npz"
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as c,
-    ):
-        man = export_batch(
-            spatials=rois, temporal=temporal, models=[ExportModelRequest("wildsat", model_config=cfg)],
-            target=ExportTarget.combined(str(out)), backend="synthetic",
-            config=ExportConfig(show_progress=False), client=c,
-        )  # fmt: skip
+    spatials, cfg, out = rois(3, buffer_m=160), {**TINY, "weights": str(weights)}, tmp_path / "wildsat.npz"
+    man = threaded_export(out, {"wildsat": cfg}, spatials, temporal)
     assert man["status"] == "ok"
     emb = np.asarray(load_export(out).embedding("wildsat"))
     assert emb.shape == (3, HEAD_DIM)
-    ref = get_embedding("wildsat", spatial=rois[1], temporal=temporal, model_config=cfg, backend="synthetic",
-                        device="cpu")  # fmt: skip
-    np.testing.assert_allclose(emb[1], _data(ref), atol=1e-5)
+    assert_row_is_get_embedding(emb[1], "wildsat", spatials[1], temporal, cfg)

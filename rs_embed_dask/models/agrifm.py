@@ -43,6 +43,7 @@ from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.series import series_batch
 from rs_embed_dask.models.vit import check_int
 
 __all__ = [
@@ -340,13 +341,10 @@ class AgriFMEmbedder(TorchEmbedder):
         """Raw ``(B, T, 10, H, W)`` DN (or ``(B, 10, H, W)``, repeated to ``n_frames``) -> normalised frames."""
         import torch
 
-        if x.ndim == 4:
-            x = x.unsqueeze(1).expand(-1, self.frames, -1, -1, -1)
-        if x.ndim != 5 or x.shape[2] != len(S2_BANDS):
-            raise ModelError(
-                f"agrifm expects (T, 10, H, W) inputs (or one (10, H, W) composite) of bands {list(S2_BANDS)}; "
-                f"got shape {tuple(x.shape[1:])}"
-            )
+        expects = (
+            f"agrifm expects (T, 10, H, W) inputs (or one (10, H, W) composite) of bands {list(S2_BANDS)}"
+        )
+        x = series_batch(x, len(S2_BANDS), expects, repeat=self.frames)
         x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp(0.0, 10000.0)
         if self.normalization == "unit_scale":
             return (x / 10000.0).clamp(0.0, 1.0)

@@ -15,7 +15,7 @@ import importlib
 import logging
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -556,4 +556,44 @@ class TorchEmbedder(Embedder):
                         meta["y_axis_direction"] = "north_to_south"
                     meta.update(self.input_meta(np.asarray(inputs[i])))
                     results[i] = Embedding(data=np.ascontiguousarray(out_np[j]), meta=meta)
+        return [r for r in results if r is not None]
+
+    def embed_in_groups(
+        self,
+        inputs: Sequence[np.ndarray],
+        *,
+        output: OutputSpec,
+        contexts: Sequence[Mapping[str, Any]] | None,
+        key_of: Callable[[np.ndarray, Mapping[str, Any] | None], Hashable],
+        state: str,
+        idle: Any,
+    ) -> list[Embedding]:
+        """:meth:`TorchEmbedder.embed_inputs` per group of inputs with one ``key_of(input, context)``.
+
+        For models whose preprocessing depends on a per-input key (a fetch
+        scale, a unit): while a group runs, under the model's lock, the
+        attribute ``state`` holds the group's key; it is set back to ``idle``
+        after.  Results come back in input order.
+        """
+        ctxs: list[Mapping[str, Any] | None] = [None] * len(inputs) if contexts is None else list(contexts)
+        if len(ctxs) != len(inputs):
+            raise ModelError(f"{self.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
+        groups: dict[Hashable, list[int]] = {}
+        for i, (x, c) in enumerate(zip(inputs, ctxs, strict=True)):
+            groups.setdefault(key_of(x, c), []).append(i)
+        results: list[Embedding | None] = [None] * len(inputs)
+        with self._lock:
+            for key, idx in groups.items():
+                setattr(self, state, key)
+                try:
+                    part = TorchEmbedder.embed_inputs(
+                        self,
+                        [inputs[i] for i in idx],
+                        output=output,
+                        contexts=None if contexts is None else [ctxs[i] or {} for i in idx],
+                    )
+                finally:
+                    setattr(self, state, idle)
+                for i, emb in zip(idx, part, strict=True):
+                    results[i] = emb
         return [r for r in results if r is not None]

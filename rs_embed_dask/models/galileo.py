@@ -51,6 +51,7 @@ from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models import galileo_frames as gframes
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.series import series_batch
 from rs_embed_dask.models.vit import check_choice, check_int
 
 __all__ = ["NORMALIZATIONS", "PRETRAIN_MEAN", "PRETRAIN_STD", "S2_BANDS", "VARIANTS", "GalileoEmbedder"]
@@ -360,13 +361,9 @@ class GalileoEmbedder(TorchEmbedder):
 
         from rs_embed_dask.models.vit import pad_to_square, resize_square
 
-        if x.ndim == 4:
-            x = x.unsqueeze(1)
-        if x.ndim != 5 or x.shape[2] != len(S2_BANDS):
-            raise ModelError(
-                f"galileo expects (T, 10, H, W) or (10, H, W) inputs of bands {list(S2_BANDS)}; "
-                f"got shape {tuple(x.shape[1:])}"
-            )
+        x = series_batch(
+            x, len(S2_BANDS), f"galileo expects (T, 10, H, W) or (10, H, W) inputs of bands {list(S2_BANDS)}"
+        )
         x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp(0.0, 10000.0)
         b, t, c, h, w = x.shape
         s = self.image_size

@@ -23,10 +23,9 @@ Dates are :class:`datetime.date`; bins are end-exclusive ``(start, end)``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,7 @@ __all__ = [
 
 FRAME_STRIDE_DAYS = frames.FRAME_STRIDE_DAYS
 MAX_FRAMES = frames.MAX_FRAMES
+equal_bins = frames.equal_bins
 
 
 @dataclass(frozen=True)
@@ -97,25 +97,6 @@ def plan_frames(temporal: Any, mode: str, n_frames: int | None) -> FramePlan:
     if stretched:
         stride = round((bins[-1][1] - bins[0][0]).days / max(1, len(bins)))
     return FramePlan(len(bins), "multi", "equal_divided" if stretched else "fixed_stride", stretched, stride)
-
-
-def equal_bins(start: date, end: date, n: int) -> list[tuple[date, date]]:
-    """rs-embed's ``split_date_range``: ``n`` end-exclusive bins with edges ``start + total * i // n`` days.
-
-    A bin that would be empty (fewer days than bins) is widened to one day,
-    or dropped at the window's end.
-    """
-    total = max(1, (end - start).days)
-    n = max(1, int(n))
-    edges = [start + timedelta(days=(total * i) // n) for i in range(n + 1)]
-    edges[-1] = end
-    out: list[tuple[date, date]] = []
-    for a, b in itertools.pairwise(edges):
-        if b <= a:
-            b = min(end, a + timedelta(days=1))
-        if b > a:
-            out.append((a, b))
-    return out or [(start, end)]
 
 
 def frame_months(

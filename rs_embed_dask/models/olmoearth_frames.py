@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "FRAME_STRIDE_DAYS",
     "MAX_FRAMES",
+    "equal_bins",
     "kept_frames",
     "midpoint",
     "temporal_bins",
@@ -49,9 +50,14 @@ def window_of(temporal: Any) -> tuple[date, date]:
     return start, end
 
 
-def _equal_bins(start: date, end: date, n: int) -> list[tuple[date, date]]:
-    """rs-embed's ``split_date_range``: ``n`` end-exclusive bins with edges ``start + total * i // n`` days."""
+def equal_bins(start: date, end: date, n: int) -> list[tuple[date, date]]:
+    """rs-embed's ``split_date_range``: ``n`` end-exclusive bins with edges ``start + total * i // n`` days.
+
+    A bin that would be empty (fewer days than bins) is widened to one day,
+    or dropped at the window's end.  Also Galileo's and AnySat's bins.
+    """
     total = max(1, (end - start).days)
+    n = max(1, int(n))
     edges = [start + timedelta(days=(total * i) // n) for i in range(n + 1)]
     edges[-1] = end
     out: list[tuple[date, date]] = []
@@ -94,7 +100,7 @@ def temporal_bins(
         cur = nxt
     if (end - fixed[-1][1]).days < stride_days:
         return fixed, False
-    return _equal_bins(start, end, max_bins), True
+    return equal_bins(start, end, max_bins), True
 
 
 def timestamp(d: date) -> tuple[int, int, int]:

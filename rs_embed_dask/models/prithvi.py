@@ -48,6 +48,7 @@ from rs_embed_dask.core.errors import ModelError
 from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.core.types import Embedding
 from rs_embed_dask.models.base import S2_SR, TorchEmbedder
+from rs_embed_dask.models.series import series_batch
 from rs_embed_dask.models.weights import find_weights, load_state_dict, strip_prefix
 
 __all__ = [
@@ -453,12 +454,7 @@ class PrithviEmbedder(TorchEmbedder):
         """``(B, T, 6, H, W)`` (or ``(B, 6, H, W)``) DN -> normalised ``(B, T, 6, H, W)``."""
         import torch
 
-        if x.ndim == 4:
-            x = x.unsqueeze(1)
-        if x.ndim != 5 or x.shape[2] != len(S2_BANDS):
-            raise ModelError(
-                f"prithvi expects (T, 6, H, W) inputs of bands {list(S2_BANDS)}; got shape {tuple(x.shape[1:])}"
-            )
+        x = series_batch(x, len(S2_BANDS), f"prithvi expects (T, 6, H, W) inputs of bands {list(S2_BANDS)}")
         if self.normalization == "unit":  # rs-embed: NaN (no data) becomes 0
             return torch.nan_to_num((x / 10000.0).clamp(0.0, 1.0), nan=0.0)
         mean = torch.tensor(HLS_MEAN, dtype=x.dtype, device=x.device).view(1, 1, -1, 1, 1)

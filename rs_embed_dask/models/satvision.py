@@ -435,29 +435,14 @@ class SatVisionEmbedder(TorchEmbedder):
         contexts: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Embedding]:
         """Embed inputs, fetched ones (already unit-scaled) apart from user arrays (scaled per ``norm``)."""
-        ctxs: list[Mapping[str, Any] | None] = [None] * len(inputs) if contexts is None else list(contexts)
-        if len(ctxs) != len(inputs):
-            raise ModelError(f"{self.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
-        groups: dict[bool, list[int]] = {}
-        for i, c in enumerate(ctxs):
+
+        def fetched(x: np.ndarray, c: Mapping[str, Any] | None) -> bool:
             meta = (c or {}).get("fetch_meta") or {}
-            fetched = isinstance(meta, Mapping) and bool(meta.get("composed_from"))
-            groups.setdefault(fetched, []).append(i)
-        results: list[Embedding | None] = [None] * len(inputs)
-        with self._lock:
-            for unit, idx in groups.items():
-                self._unit_input = unit
-                try:
-                    part = super().embed_inputs(
-                        [inputs[i] for i in idx],
-                        output=output,
-                        contexts=None if contexts is None else [ctxs[i] or {} for i in idx],
-                    )
-                finally:
-                    self._unit_input = False
-                for i, emb in zip(idx, part, strict=True):
-                    results[i] = emb
-        return [r for r in results if r is not None]
+            return isinstance(meta, Mapping) and bool(meta.get("composed_from"))
+
+        return self.embed_in_groups(
+            inputs, output=output, contexts=contexts, key_of=fetched, state="_unit_input", idle=False
+        )
 
 
 def _read_checkpoint(path: Any) -> dict[str, Any]:

@@ -539,24 +539,11 @@ class ThorEmbedder(TorchEmbedder):
         and on whether the input is a tile; inputs that share these run
         through :meth:`TorchEmbedder.embed_inputs` together.
         """
-        ctxs: list[Mapping[str, Any] | None] = [None] * len(inputs) if contexts is None else list(contexts)
-        if len(ctxs) != len(inputs):
-            raise ModelError(f"{self.name}: got {len(inputs)} inputs but {len(ctxs)} contexts")
-        routes: dict[_Route, list[int]] = {}
-        for i, (x, c) in enumerate(zip(inputs, ctxs, strict=True)):
-            routes.setdefault(self._route_of(np.asarray(x), c), []).append(i)
-        results: list[Embedding | None] = [None] * len(inputs)
-        with self._lock:
-            for route, idx in routes.items():
-                self._route = route
-                try:
-                    part = super().embed_inputs(
-                        [inputs[i] for i in idx],
-                        output=output,
-                        contexts=None if contexts is None else [ctxs[i] or {} for i in idx],
-                    )
-                finally:
-                    self._route = None
-                for i, emb in zip(idx, part, strict=True):
-                    results[i] = emb
-        return [r for r in results if r is not None]
+        return self.embed_in_groups(
+            inputs,
+            output=output,
+            contexts=contexts,
+            key_of=lambda x, c: self._route_of(np.asarray(x), c),
+            state="_route",
+            idle=None,
+        )
