@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rs_embed_dask.models.agrifm import AgriFMArch
+from rs_embed_dask.models.layers import Mlp
 
 __all__ = ["AgriFMEncoder", "output_frames", "window_and_shift"]
 
@@ -144,19 +145,6 @@ class WindowAttention(nn.Module):
             attn = attn.view(-1, self.heads, n, n)
         out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
         return self.proj(out)
-
-
-class Mlp(nn.Module):
-    """``fc2(gelu(fc1(x)))``."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):

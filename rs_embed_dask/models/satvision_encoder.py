@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rs_embed_dask.models.layers import Mlp
 from rs_embed_dask.models.satvision_arch import GIANT, SatVisionArch
 
 __all__ = ["GIANT", "SatVisionArch", "SatVisionSwinV2", "arch_from_state"]
@@ -48,17 +49,6 @@ def _unwindows(win: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
     b = win.shape[0] // ((h // ws) * (w // ws))
     x = win.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h, w, c)
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class _WindowAttention(nn.Module):
@@ -137,7 +127,7 @@ class _Block(nn.Module):
         self.attn = _WindowAttention(dim, ws, heads, pretrained_ws)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim) if extra else nn.Identity()
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = None
         if shift > 0:
             img = torch.zeros((1, res, res, 1))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.models.layers import Mlp
 from rs_embed_dask.models.thor import VARIANTS, ThorArch  # plain data there: describing thor needs no torch
 
 __all__ = [
@@ -218,17 +219,6 @@ class _Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class _Block(nn.Module):
     """timm's pre-norm ViT block (same keys) whose attention takes an additive bias."""
 
@@ -237,7 +227,7 @@ class _Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = _Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _Mlp(dim, dim * 4)
+        self.mlp = Mlp(dim, dim * 4)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), bias)
