@@ -34,6 +34,145 @@ def _floats(a: np.ndarray) -> list[float]:
     return [float(v) for v in a]
 
 
+class _BandStats:
+    """Per-band statistics of the finite values of a sample, and its histograms.
+
+    ``band_min``/``band_max``/``band_mean``/``band_std`` are lists of floats,
+    ``q`` is ``(C, len(QUANTILES))`` float64 (NaN for a band without finite
+    values).
+    """
+
+    finite_frac: float
+    band_min: list[float]
+    band_max: list[float]
+    band_mean: list[float]
+    band_std: list[float]
+    q: np.ndarray
+
+    def histograms(self, edges: np.ndarray) -> list[list[int]]:
+        raise NotImplementedError
+
+    def outside_frac(self, vmin: float, vmax: float) -> float:
+        raise NotImplementedError
+
+
+class _MaskedStats(_BandStats):
+    """The general case: each band's finite values selected by a mask."""
+
+    def __init__(self, sample: np.ndarray) -> None:
+        finite = np.isfinite(sample)
+        self.sample, self.finite = sample, finite
+        self.finite_frac = float(finite.mean()) if sample.size else 0.0
+        flat = [sample[b][finite[b]] for b in range(sample.shape[0])]
+        nan = float("nan")
+        self.flat = flat
+        self.band_min = [float(f.min()) if f.size else nan for f in flat]
+        self.band_max = [float(f.max()) if f.size else nan for f in flat]
+        self.band_mean = [float(f.mean(dtype=np.float64)) if f.size else nan for f in flat]
+        self.band_std = [float(f.std()) if f.size else nan for f in flat]
+        nq = [nan] * len(QUANTILES)
+        self.q = np.array([np.quantile(f.astype(np.float64), QUANTILES) if f.size else nq for f in flat])
+
+    def histograms(self, edges: np.ndarray) -> list[list[int]]:
+        return [np.histogram(f, bins=edges)[0].astype(int).tolist() for f in self.flat]
+
+    def outside_frac(self, vmin: float, vmax: float) -> float:
+        vals = self.sample[self.finite]
+        return float(((vals < vmin) | (vals > vmax)).mean()) if vals.size else 0.0
+
+
+def _linear_quantile_plan(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions and weights of ``np.quantile(a, QUANTILES)`` (``method="linear"``) on ``n`` values.
+
+    The same arithmetic as numpy's: virtual index ``(n - 1) * q``, its floor
+    and the next position (both ``-1`` at or past the last value, both ``0``
+    before the first), weight ``virtual`` minus the first position.
+    """
+    q = np.asarray(QUANTILES, dtype=np.float64)
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    below = virtual < 0
+    prev[below] = 0
+    nxt[below] = 0
+    prev_i, next_i = prev.astype(np.intp), nxt.astype(np.intp)
+    gamma = np.asarray(virtual - prev_i, dtype=virtual.dtype)
+    return prev_i, next_i, gamma
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The interpolation of numpy's quantile, operation for operation (so the result is bit-identical)."""
+    diff = b - a
+    out = np.add(a, diff * t)
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5, casting="unsafe", dtype=np.float64)
+    return out
+
+
+class _SortedStats(_BandStats):
+    """All values finite: one sort per band gives the quantiles and histograms.
+
+    Every figure equals the general case's bit for bit: the quantiles are
+    np.quantile's interpolation of the same order statistics, the histograms
+    np.histogram's counts (the same searchsorted of its float32 edges on the
+    band sorted in its own dtype), mean and std the same 1-D reductions of
+    the same contiguous values.  Signed zeros are the exception (np.sort may
+    turn -0.0 into +0.0, and which zero np.quantile or min picks depends on
+    the algorithm): where an order statistic or extreme is zero and the band
+    holds a -0.0, that band's extremes and quantiles are computed as in the
+    general case.
+    """
+
+    def __init__(self, rows: np.ndarray) -> None:
+        # rows: (C, N) C-contiguous, N > 0, every value finite.
+        self.rows = rows
+        self.finite_frac = 1.0
+        n = rows.shape[1]
+        s = np.sort(rows, axis=1)
+        self.sorted = s
+        prev_i, next_i, gamma = _linear_quantile_plan(n)
+        a = s[:, prev_i].astype(np.float64)
+        b = s[:, next_i].astype(np.float64)
+        self.q = _lerp(a, b, gamma)
+        lo_v, hi_v = s[:, 0], s[:, -1]
+        self.band_min = [float(v) for v in lo_v]
+        self.band_max = [float(v) for v in hi_v]
+        if rows.dtype.kind == "f":
+            touches_zero = (a == 0).any(axis=1) | (b == 0).any(axis=1) | (lo_v == 0) | (hi_v == 0)
+            for band in np.flatnonzero(touches_zero):
+                f = rows[band]
+                if np.signbit(f[f == 0]).any():
+                    self.band_min[band] = float(f.min())
+                    self.band_max[band] = float(f.max())
+                    self.q[band] = np.quantile(f.astype(np.float64), QUANTILES)
+        self.band_mean = [float(f.mean(dtype=np.float64)) for f in rows]
+        self.band_std = [float(f.std()) for f in rows]
+
+    def histograms(self, edges: np.ndarray) -> list[list[int]]:
+        if not np.isfinite(edges).all():
+            return [np.histogram(f, bins=edges)[0].astype(int).tolist() for f in self.rows]
+        first, last = edges[:-1], edges[-1:]
+        out = []
+        for row in self.sorted:
+            cum = np.concatenate((row.searchsorted(first, "left"), row.searchsorted(last, "right")))
+            out.append(np.diff(cum).astype(int).tolist())
+        return out
+
+    def outside_frac(self, vmin: float, vmax: float) -> float:
+        return float(((self.rows < vmin) | (self.rows > vmax)).mean())
+
+
+def _band_stats(sample: np.ndarray) -> _BandStats:
+    c = sample.shape[0]
+    if sample.size and sample.dtype.kind in "fiu" and sample.dtype.itemsize <= 8 and sample.dtype.isnative:
+        rows = np.ascontiguousarray(sample.reshape(c, -1))
+        if rows.dtype.kind != "f" or np.isfinite(rows).all():
+            return _SortedStats(rows)
+    return _MaskedStats(sample)
+
+
 def inspect_chw(
     x: np.ndarray,
     *,
@@ -79,18 +218,14 @@ def inspect_chw(
     while arr[:, ::stride, ::stride].size > MAX_ELEMENTS:
         stride += 1
     sample = arr[:, ::stride, ::stride]
-    finite = np.isfinite(sample)
-    report["finite_frac"] = float(finite.mean()) if sample.size else 0.0
+    stats = _band_stats(sample)
+    report["finite_frac"] = stats.finite_frac
     c = sample.shape[0]
-    flat = [sample[b][finite[b]] for b in range(c)]
-    nan = float("nan")
-    report["band_min"] = [float(f.min()) if f.size else nan for f in flat]
-    report["band_max"] = [float(f.max()) if f.size else nan for f in flat]
-    report["band_mean"] = [float(f.mean(dtype=np.float64)) if f.size else nan for f in flat]
-    report["band_std"] = [float(f.std()) if f.size else nan for f in flat]
-    q = np.array(
-        [np.quantile(f.astype(np.float64), QUANTILES) if f.size else [nan] * len(QUANTILES) for f in flat]
-    )
+    report["band_min"] = stats.band_min
+    report["band_max"] = stats.band_max
+    report["band_mean"] = stats.band_mean
+    report["band_std"] = stats.band_std
+    q = stats.q
     names = [f"p{round(p * 100):02d}" for p in QUANTILES]
     report["band_quantiles"] = {n: _floats(np.round(q[:, i], 6)) for i, n in enumerate(names)}
     for n in names:
@@ -101,7 +236,7 @@ def inspect_chw(
     )
     lo, hi = round(lo, 6), round(hi, 6)
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1).astype(np.float32)
-    counts = [np.histogram(f, bins=edges)[0].astype(int).tolist() for f in flat]
+    counts = stats.histograms(edges)
     report["hist_bins"] = _floats(edges)
     report["band_hist"] = counts
     report["hist_range"] = [lo, hi]
@@ -119,8 +254,7 @@ def inspect_chw(
             issues.append(f"band {b} is near-constant (std={s:.3g})")
     if value_range is not None:
         vmin, vmax = float(value_range[0]), float(value_range[1])
-        vals = sample[finite]
-        outside = float(((vals < vmin) | (vals > vmax)).mean()) if vals.size else 0.0
+        outside = stats.outside_frac(vmin, vmax)
         report["outside_range_frac"] = outside
         if outside > 0.001:
             issues.append(f"{outside:.2%} of values outside [{vmin}, {vmax}]")

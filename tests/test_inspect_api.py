@@ -270,3 +270,163 @@ def test_model_input_default_window_warns_at_caller():
     assert rec[0].filename == __file__
     assert out["temporal"] is None
     assert (out["frames"][0]["start"], out["frames"][0]["end"]) == ("2022-06-01", "2022-09-01")
+
+
+# -- inspect_chw against a per-band reference -----------------------------------------------------
+def _reference_report(
+    x: np.ndarray,
+    *,
+    name: str = "input",
+    fill_value: float | None = 0.0,
+    value_range: tuple[float, float] | None = None,
+    expected_channels: int | None = None,
+) -> dict[str, Any]:
+    """The report computed the plain way: each band's finite values, one numpy call per figure."""
+    from rs_embed_dask.inspection import HIST_BINS, MAX_ELEMENTS, QUANTILES
+
+    stride = 1
+    while x[:, ::stride, ::stride].size > MAX_ELEMENTS:
+        stride += 1
+    sample = x[:, ::stride, ::stride]
+    finite = np.isfinite(sample)
+    bands = [sample[b][finite[b]] for b in range(sample.shape[0])]
+    nan = float("nan")
+    q = np.array(
+        [np.quantile(f.astype(np.float64), QUANTILES) if f.size else [nan] * len(QUANTILES) for f in bands]
+    )
+    names = [f"p{round(p * 100):02d}" for p in QUANTILES]
+    per_q = {n: [float(v) for v in np.round(q[:, i], 6)] for i, n in enumerate(names)}
+    lo, hi = (float(np.nanmin(q[:, 0])), float(np.nanmax(q[:, -1]))) if np.isfinite(q).any() else (0.0, 0.0)
+    lo, hi = round(lo, 6), round(hi, 6)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1).astype(np.float32)
+    counts = [np.histogram(f, bins=edges)[0].astype(int).tolist() for f in bands]
+    finite_frac = float(finite.mean()) if sample.size else 0.0
+    fill_frac = float((sample == fill_value).mean()) if fill_value is not None and sample.size else 0.0
+    stds = [float(f.std()) if f.size else nan for f in bands]
+    rep: dict[str, Any] = {
+        "name": name,
+        "ok": True,
+        "issues": [],
+        "shape": list(x.shape),
+        "dtype": str(x.dtype),
+        "finite_frac": finite_frac,
+        "band_min": [float(f.min()) if f.size else nan for f in bands],
+        "band_max": [float(f.max()) if f.size else nan for f in bands],
+        "band_mean": [float(f.mean(dtype=np.float64)) if f.size else nan for f in bands],
+        "band_std": stds,
+        "band_quantiles": per_q,
+        **{f"band_{n}": per_q[n] for n in names},
+        "quantiles": list(QUANTILES),
+        "hist_bins": [float(e) for e in edges],
+        "band_hist": counts,
+        "hist_range": [lo, hi],
+        "hist": {"bins": [float(e) for e in edges], "counts": counts, "range": [lo, hi]},
+        "fill_value": None if fill_value is None else float(fill_value),
+        "fill_frac": fill_frac,
+    }
+    issues = rep["issues"]
+    if expected_channels is not None and sample.shape[0] != expected_channels:
+        issues.append(f"channel mismatch: C={sample.shape[0]}, expected {expected_channels}")
+    if finite_frac < 0.999:
+        issues.append(f"non-finite values: finite_frac={finite_frac:.4f} < 0.999")
+    issues += [
+        f"band {b} is near-constant (std={s:.3g})" for b, s in enumerate(stds) if np.isfinite(s) and s < 1e-6
+    ]
+    if value_range is not None:
+        vmin, vmax = float(value_range[0]), float(value_range[1])
+        vals = sample[finite]
+        outside = float(((vals < vmin) | (vals > vmax)).mean()) if vals.size else 0.0
+        rep["outside_range_frac"] = outside
+        if outside > 0.001:
+            issues.append(f"{outside:.2%} of values outside [{vmin}, {vmax}]")
+    if fill_frac > 0.98:
+        issues.append(f"fill_frac={fill_frac:.4f} > 0.98: the patch is almost all no-data")
+    if stride > 1:
+        rep["downsample_stride"] = stride
+    rep["ok"] = not issues
+    return rep
+
+
+def _chw_cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(20260601)
+    cases: dict[str, np.ndarray] = {
+        "float32": (rng.random((4, 128, 128)) * 3000).astype(np.float32),
+        "one_channel": (rng.standard_normal((1, 33, 17)) * 50).astype(np.float32),
+        "twelve_channels": (rng.standard_normal((12, 64, 64)) * 500 + 1000).astype(np.float32),
+        "float64": rng.standard_normal((3, 20, 21)) * 1e3,
+        "float16": (rng.random((2, 30, 30)) * 100).astype(np.float16),
+        "uint16_ties": rng.integers(0, 10000, (4, 64, 64)).astype(np.uint16),
+        "int16_few_levels": rng.integers(-3, 4, (3, 31, 29)).astype(np.int16),
+        # integer levels on a float grid: many ties, and the quantiles (hence edges) fall on data values
+        "float_ties_on_edges": rng.integers(0, 33, (5, 50, 50)).astype(np.float32),
+        "all_fill": np.zeros((4, 32, 32), np.float32),
+        "one_pixel": np.array([[[3.5]]], np.float32),
+        "transposed": (rng.random((3, 19, 17)) * 5).astype(np.float32).transpose(0, 2, 1),
+        "large_strided": (rng.random((2, 900, 900)) * 1e4).astype(np.float32),
+    }
+    x = (rng.random((4, 40, 40)) * 3000).astype(np.float32)
+    x[0, ::7, ::3] = np.nan
+    x[2, 5, 5] = np.inf
+    x[3, 1, :] = -np.inf
+    cases["nan_inf"] = x
+    x = (rng.random((3, 32, 32)) * 100).astype(np.float32)
+    x[1] = 7.25
+    cases["constant_band"] = x
+    x = (rng.random((4, 32, 32)) * 100).astype(np.float32)
+    x[:, :20] = 0.0
+    cases["mostly_fill"] = x
+    # Band 0's median is a zero: whether np.quantile returns +0.0 or -0.0 depends on the
+    # order of the values (np.sort does not keep the signs of zeros), the report must agree.
+    x = (np.random.default_rng(2).random((2, 16, 16)) - 0.5).astype(np.float32)
+    x[0, :2] = 0.0
+    x[0, 2:10] = -0.0
+    cases["signed_zeros"] = x
+    x = np.stack([np.full((8, 8), np.nan, np.float32), np.ones((8, 8), np.float32)])
+    cases["all_nan_band"] = x
+    x = cases["large_strided"].copy()
+    x[1, 4, 4] = np.nan
+    cases["large_strided_nan"] = x
+    cases["empty_band"] = np.zeros((3, 0, 5), np.float32)
+    return cases
+
+
+@pytest.mark.parametrize("case", list(_chw_cases()))
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"fill_value": None, "value_range": (0.0, 1000.0), "expected_channels": 4}, {"fill_value": 7.25}],
+    ids=["defaults", "range", "fill"],
+)
+def test_inspect_chw_matches_per_band_reference(case: str, kwargs: dict[str, Any]):
+    from rs_embed_dask.inspection import inspect_chw
+
+    x = _chw_cases()[case]
+    with np.errstate(all="ignore"):
+        got = inspect_chw(x, name=case, **kwargs)
+        want = _reference_report(x, name=case, **kwargs)
+    assert json.dumps(got, sort_keys=False) == json.dumps(want, sort_keys=False)
+
+
+def test_inspect_chw_reference_covers_the_cases():
+    """The cases reach what the comparison is meant to cover (stride, ties on edges, signed zeros)."""
+    from rs_embed_dask.inspection import inspect_chw
+
+    cases = _chw_cases()
+    assert inspect_chw(cases["large_strided"])["downsample_stride"] == 2
+    rep = inspect_chw(cases["float_ties_on_edges"])
+    on_edge = np.isin(cases["float_ties_on_edges"], np.asarray(rep["hist_bins"], np.float32))
+    assert on_edge.mean() > 0.5
+    assert sum(rep["band_hist"][0]) == cases["float_ties_on_edges"][0].size  # last bin closed
+    assert inspect_chw(cases["signed_zeros"])["band_p50"][0] == 0.0
+
+
+def test_input_inspection_tchw_matches_reference():
+    from rs_embed_dask.inspection import input_inspection
+
+    rng = np.random.default_rng(7)
+    x = (rng.random((3, 4, 32, 32)) * 100).astype(np.float32)
+    x[0] = 0.0  # all fill: the second frame is inspected
+    out = input_inspection(x, {"fill_value": 0.0}, name="t")
+    assert out["inspected_frame"] == 1
+    assert json.dumps(out["report"]) == json.dumps(_reference_report(x[1], name="t", fill_value=0.0))
+    chw = input_inspection(x[2], {"fill_value": 0.0}, name="c")
+    assert json.dumps(chw["report"]) == json.dumps(_reference_report(x[2], name="c", fill_value=0.0))
