@@ -43,6 +43,20 @@ def test_cpu_only_default_is_one_worker_holding_both_resources(no_gpu: None) -> 
         assert opts["nthreads"] == 8
         assert opts["env"]["RS_EMBED_TORCH_THREADS"] == str(len(local._cores()))
         assert "RS_EMBED_CPU_AFFINITY" not in opts["env"]  # every core is the inference task's to use
+        from distributed import Client
+
+        with Client(cluster) as client:  # Dask's stack-sampling profiler is off in the worker process
+            on = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+            assert list(on.values()) == [False]
+            assert all("profile" not in cbs for cbs in client.run(lambda dask_worker: list(dask_worker.periodic_callbacks)).values())
+    finally:
+        _closed(cluster)
+
+
+def test_profile_true_leaves_dasks_profiler_on(no_gpu: None) -> None:
+    cluster = local.local_cluster(io_threads=2, dashboard_address=None, verbose=False, layout="split", profile=True)
+    try:
+        assert all("config" not in o for o in _spec(cluster).values())
     finally:
         _closed(cluster)
 

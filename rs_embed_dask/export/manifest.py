@@ -8,6 +8,7 @@ and timestamps are plain ISO 8601 ``...Z``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -23,8 +24,9 @@ __all__ = [
 ]
 
 
+@functools.cache
 def package_version() -> str | None:
-    """Version of this package (rs-embed records its own here)."""
+    """Version of this package (rs-embed records its own here); read once per process."""
     try:
         return version("rs-embed-dask")
     except PackageNotFoundError:  # pragma: no cover

@@ -44,6 +44,7 @@ __all__ = [
     "OK_RAGGED",
     "PENDING",
     "cf_attributes",
+    "column",
     "creation_lock",
     "dimension_names",
     "drop_consolidated",
@@ -51,6 +52,7 @@ __all__ = [
     "open_root",
     "read_status",
     "resize_items",
+    "write_rows",
 ]
 
 PENDING, OK, FAILED, OK_RAGGED = 0, 1, 2, 3
@@ -169,10 +171,73 @@ def ensure_array(
                     dimension_names=dimension_names(name, 1 + len(item_shape)),
                     attributes=cf_attributes(name),
                 )
+    return _open_for_writing(full)
+
+
+_OPEN: dict[str, tuple[tuple[int, int], Any]] = {}
+_open_lock = threading.Lock()
+
+
+def _open_for_writing(full: str) -> Any:
+    """Array ``full`` opened for writing, reused while its metadata file is unchanged.
+
+    Opening parses the metadata and builds the codec pipeline (about a
+    millisecond); a chunk writes a dozen arrays.  A resize (the client's, when
+    an export starts or finishes) rewrites ``zarr.json``, whose size and mtime
+    are the cache key, so a worker never writes through a stale shape.
+    """
+    import zarr
+
+    meta = os.stat(os.path.join(full, "zarr.json"))
+    stamp = (meta.st_mtime_ns, meta.st_size)
+    with _open_lock:
+        hit = _OPEN.get(full)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
     # every written chunk goes to disk, even one that equals the fill value (NaN rows of a
     # no-data product): load_export takes a missing chunk of an ok item for a lost one
     with zarr.config.set({"array.write_empty_chunks": True}):
-        return zarr.open_array(full, mode="r+")
+        arr = zarr.open_array(full, mode="r+")
+    with _open_lock:
+        if len(_OPEN) > 256:
+            _OPEN.clear()
+        _OPEN[full] = (stamp, arr)
+    return arr
+
+
+def column(
+    store_path: str, name: str, values: np.ndarray, *, capacity: int, chunk_size: int, fill_value: Any
+) -> Any:
+    """Array ``name`` for rows like ``values`` (created if missing), opened for writing."""
+    return ensure_array(
+        store_path,
+        name,
+        item_shape=tuple(values.shape[1:]),
+        capacity=capacity,
+        chunk_size=chunk_size,
+        dtype=str if values.dtype.kind in "OUT" else values.dtype,
+        fill_value=fill_value,
+    )
+
+
+def write_rows(writes: list[tuple[Any, int, np.ndarray]]) -> None:
+    """Write ``(array, start, values)`` rows of several arrays in one pass of zarr's IO loop.
+
+    A chunk writes a dozen small columns; one blocking round trip to zarr's
+    event loop each cost more than the writes themselves.
+    """
+    if not writes:
+        return
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def write_all() -> None:
+        await asyncio.gather(
+            *(arr.async_array.setitem((slice(start, start + v.shape[0]),), v) for arr, start, v in writes)
+        )
+
+    sync(write_all())
 
 
 def write_column(

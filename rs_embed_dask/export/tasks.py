@@ -367,9 +367,12 @@ def _write_group(
     capacity: int,
     chunk_size: int,
     write_data: bool,
+    writes: list[tuple[Any, int, np.ndarray]],
     npz_parts: bool = False,
 ) -> np.ndarray:
+    """The status column of one group's chunk; its rows are queued on ``writes``."""
     n = len(values)
+    kw = {"capacity": capacity, "chunk_size": chunk_size}
     status = np.array([st.FAILED if v is None else st.OK for v in values], dtype=np.int8)
     if write_data:
         dense_shape = _first_shape(values)
@@ -379,10 +382,9 @@ def _write_group(
                 store_path,
                 name,
                 item_shape=dense_shape,
-                capacity=capacity,
-                chunk_size=chunk_size,
                 dtype=np.float32,
                 fill_value=np.nan,
+                **kw,
             )
             dense_shape = tuple(arr.shape[1:])
             block = np.full((n, *dense_shape), np.nan, dtype=np.float32)
@@ -394,27 +396,14 @@ def _write_group(
                 else:
                     st.write_ragged(store_path, group, start + i, np.asarray(v, dtype=np.float32))
                     status[i] = st.OK_RAGGED
-            arr[start : start + n] = block
+            writes.append((arr, start, block))
             if npz_parts:
                 write_part(store_path, name, start, block)
-    st.write_column(
-        store_path,
-        f"{group}/error",
-        start,
-        np.array([e or "" for e in errors], dtype=object),
-        capacity=capacity,
-        chunk_size=chunk_size,
-        fill_value="",
-    )
-    st.write_column(
-        store_path,
-        f"{group}/meta",
-        start,
-        np.array(["" if m is None else json.dumps(m) for m in metas], dtype=object),
-        capacity=capacity,
-        chunk_size=chunk_size,
-        fill_value="",
-    )
+    for name, col in (
+        ("error", np.array([e or "" for e in errors], dtype=object)),
+        ("meta", np.array(["" if m is None else json.dumps(m) for m in metas], dtype=object)),
+    ):
+        writes.append((st.column(store_path, f"{group}/{name}", col, fill_value="", **kw), start, col))
     return status
 
 
@@ -444,30 +433,31 @@ def write_chunk_combined(
         n = len(spatials)
         kw = {"capacity": capacity, "chunk_size": chunk_size}
         centres = np.array([sp.center for sp in spatials], dtype=np.float64)
-        st.write_column(store_path, "lon", start, centres[:, 0], fill_value=np.nan, **kw)
-        st.write_column(store_path, "lat", start, centres[:, 1], fill_value=np.nan, **kw)
-        st.write_column(store_path, "item", start, np.arange(start, start + n, dtype=np.int64), fill_value=-1, **kw)
-        st.write_column(
-            store_path,
-            "spatials",
-            start,
-            np.array([json.dumps(jsonable(sp)) for sp in spatials], dtype=object),
-            fill_value="",
-            **kw,
-        )
+        writes: list[tuple[Any, int, np.ndarray]] = []
+        for name, col, fill in (
+            ("lon", centres[:, 0], np.nan),
+            ("lat", centres[:, 1], np.nan),
+            ("item", np.arange(start, start + n, dtype=np.int64), -1),
+            ("spatials", np.array([json.dumps(jsonable(sp)) for sp in spatials], dtype=object), ""),
+        ):
+            writes.append((st.column(store_path, name, col, fill_value=fill, **kw), start, col))
         statuses: dict[str, np.ndarray] = {}
         for key, ci in inputs.items():
             statuses[f"inputs/{key}"] = _write_group(
                 store_path, f"inputs/{key}", start, ci.data, ci.meta, ci.errors,
-                write_data=save_inputs, npz_parts=npz_parts, **kw,
+                write_data=save_inputs, npz_parts=npz_parts, writes=writes, **kw,
             )  # fmt: skip
         for name, ce in embeddings.items():
             statuses[f"models/{model_keys[name]}"] = _write_group(
                 store_path, f"models/{model_keys[name]}", start, ce.data, ce.meta, ce.errors,
-                write_data=True, npz_parts=npz_parts, **kw,
+                write_data=True, npz_parts=npz_parts, writes=writes, **kw,
             )  # fmt: skip
-        for group, status in statuses.items():
-            st.write_column(store_path, f"{group}/status", start, status, fill_value=0, **kw)
+        st.write_rows(writes)
+        # the statuses mark the chunk done: written only once every other row is on disk
+        st.write_rows([
+            (st.column(store_path, f"{group}/status", status, fill_value=0, **kw), start, status)
+            for group, status in statuses.items()
+        ])  # fmt: skip
         return {
             "start": start,
             "n": n,
