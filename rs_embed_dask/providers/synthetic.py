@@ -22,6 +22,7 @@ import numbers
 import random
 import time
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ import numpy as np
 from rs_embed_dask.core.errors import ProviderError, SpecError, TransientProviderError
 from rs_embed_dask.core.specs import SensorSpec
 from rs_embed_dask.geometry import GridWindow, mercator_to_lonlat
+from rs_embed_dask.providers._noise import NoiseBatch, Workspace, octave_fields, raw_level, workspace
+from rs_embed_dask.providers._noise import fbm as _fbm
+from rs_embed_dask.providers._noise import value_noise as _value_noise
 from rs_embed_dask.providers.base import Provider, ProviderOption
 
 __all__ = ["S1_BANDS", "S2_BANDS", "SyntheticProvider"]
@@ -81,59 +85,80 @@ _NIR_LIKE = np.array([0, 0, 0, 0, 0.3, 0.8, 1, 1, 1, 0.5, 0, 0], dtype=np.float3
 _RED_LIKE = np.array([0, 0.5, 0.4, 1, 0.3, 0, 0, 0, 0, 0, 0.2, 0.3], dtype=np.float32)
 _CLOUD = np.array([6500, 6800, 7000, 7100, 7200, 7200, 7300, 7300, 7300, 3500, 4500, 3500], dtype=np.float32)
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
+
+def _row_lats(ys: np.ndarray) -> np.ndarray:
+    """Latitude (degrees) of each pixel row's centre."""
+    return np.degrees(2.0 * np.arctan(np.exp(ys / 6378137.0)) - np.pi / 2.0)
 
 
-def _hash01(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
-    """Deterministic uniform [0, 1) per integer lattice point (splitmix64)."""
-    with np.errstate(over="ignore"):
-        h = ix.astype(np.uint64) * _M1 ^ (iy.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFF) * _M3) * _M2
-        h ^= h >> np.uint64(30)
-        h *= _M2
-        h ^= h >> np.uint64(27)
-        h *= _M3
-        h ^= h >> np.uint64(31)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+def _class_lut() -> np.ndarray:
+    """Class per 7-bit code of the land-cover tests (see ``SyntheticProvider._cover``)."""
+    lut = np.empty(128, dtype=np.int8)
+    for code in range(128):
+        snow, water, dry, wet, low_use, high_use, some_use = ((code >> k) & 1 for k in range(6, -1, -1))
+        cls = 1 if some_use else 2  # cropland, else grassland
+        cls = 3 if wet else cls  # forest
+        cls = 5 if low_use else cls  # bare
+        cls = 4 if high_use and dry else cls  # urban
+        cls = 0 if water else cls
+        lut[code] = 6 if snow and cls != 0 else cls
+    return lut
 
 
-def _value_noise(xs: np.ndarray, ys: np.ndarray, cell_m: float, seed: int) -> np.ndarray:
-    """Smooth value noise in [-1, 1] on the (ys x xs) grid of metre coordinates."""
-    if xs.size == 0 or ys.size == 0:
-        return np.zeros((ys.size, xs.size))
-    gx = xs / cell_m
-    gy = ys / cell_m
-    ix0 = np.floor(gx).astype(np.int64)
-    iy0 = np.floor(gy).astype(np.int64)
-    fx = gx - ix0
-    fy = gy - iy0
-    sx = fx * fx * (3 - 2 * fx)
-    sy = fy * fy * (3 - 2 * fy)
-    # hash each lattice corner once (a cell spans many pixels) and interpolate along x on the
-    # lattice rows; gathering those rows per pixel row then does the same arithmetic per pixel
-    x_lo, y_lo = int(ix0.min()), int(iy0.min())
-    lattice = _hash01(
-        np.arange(x_lo, int(ix0.max()) + 2, dtype=np.int64)[None, :],
-        np.arange(y_lo, int(iy0.max()) + 2, dtype=np.int64)[:, None],
-        seed,
+_CLASS_LUT = _class_lut()
+_CLASS_LUT_INTP = _CLASS_LUT.astype(np.intp)
+# moisture and land use are 3-octave fractal noise: their undivided sums over this norm,
+# tested against these levels, give the same answers as the noise against the class thresholds
+_COVER_NORM = sum(f[2] for f in octave_fields(1.0, 0))
+_COVER_LEVELS = tuple(
+    (field, np.greater if above else np.less, raw_level(level, _COVER_NORM, above=above))
+    for field, above, level in (
+        ("moist", False, -0.45), ("moist", False, 0.1), ("moist", True, 0.25),
+        ("use", False, -0.45), ("use", True, 0.5), ("use", True, 0.15),
     )
-    cols, rows = ix0 - x_lo, iy0 - y_lo
-    left, right = lattice[:, cols], lattice[:, cols + 1]
-    along_x = left + (right - left) * sx[None, :]  # (lattice rows, W)
-    a = along_x[rows]
-    b = along_x[rows + 1]
-    return (a + (b - a) * sy[:, None]) * 2.0 - 1.0
+)  # fmt: skip
 
 
-def _fbm(xs: np.ndarray, ys: np.ndarray, cell_m: float, seed: int, octaves: int = 3) -> np.ndarray:
-    total = np.zeros((ys.size, xs.size))
-    amp, norm = 1.0, 0.0
-    for o in range(octaves):
-        total += amp * _value_noise(xs, ys, cell_m / (2**o), seed + 101 * o)
-        norm += amp
-        amp *= 0.5
-    return total / norm
+@lru_cache(maxsize=256)
+def _dn_table(
+    bands: tuple[int, ...], row_off: int, height: int, scale_m: float, doy: int
+) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """DN before texture, per band, pixel row and class ``(C, H, K)``.
+
+    Vegetated classes get ``spectrum * (1 + gain * (nir - 0.6 red))`` with a
+    seasonal gain per pixel row (not per window, so neighbouring ROIs agree on
+    shared pixels; its amplitude vanishes at the equator, where the hemisphere
+    sign flips: peak mid-July in the north, mid-January in the south); the others
+    their spectrum.  Also returns the DN per band and land-cover code ``(C, 128)``
+    when every row has the same (as beyond 30 degrees of latitude; else ``None``),
+    and whether the DN leave room for the texture (``|texture| <= 0.1``) within
+    ``[0, 10000]`` (then clipping the image changes nothing).
+    """
+    _, ys = GridWindow(0, row_off, 0, height, scale_m).pixel_centers()
+    lats = _row_lats(ys)
+    phase = 2 * math.pi * (doy - 196) / 365.25
+    season = np.where(lats >= 0, math.cos(phase), -math.cos(phase))
+    amp = 0.25 * np.minimum(1.0, np.abs(lats) / 30.0)
+    row_gain = (amp * season).astype(np.float32)  # (H,)
+    idx = list(bands)
+    gain = 1.0 + row_gain[None, :] * (_NIR_LIKE[idx] - 0.6 * _RED_LIKE[idx])[:, None]  # (C, H)
+    veg = _VEGETATED.astype(bool)[None, None, :]
+    table = _SPECTRA[:, idx].T[:, None, :] * np.where(veg, gain[:, :, None], np.float32(1.0))  # (C, H, K)
+    by_code = table[:, 0, :][:, _CLASS_LUT] if height and (row_gain == row_gain[0]).all() else None
+    for a in (table, by_code):
+        if a is not None:
+            a.flags.writeable = False
+    in_range = table.size == 0 or bool(table.min() >= 0.0 and table.max() * 1.11 <= 10000.0)
+    return table, by_code, in_range
+
+
+@lru_cache(maxsize=512)
+def _cloud_threshold(cseed: int, frac: float) -> float:
+    """The cloud field's ``1 - frac`` quantile, estimated on a fixed 64 x 64 sample of the world."""
+    if frac >= 1:
+        return -2.0
+    grid = np.linspace(0, 3e5, 64)
+    return float(np.quantile(_fbm(grid, grid, 3000.0, cseed), 1.0 - frac))
 
 
 def _band_key(band: str) -> str:
@@ -254,58 +279,90 @@ class SyntheticProvider(Provider):
     def land_cover(self, window: GridWindow) -> np.ndarray:
         """``(H, W)`` int class index into :data:`CLASSES` for the window."""
         xs, ys = window.pixel_centers()
-        moist = _fbm(xs, ys, 6000.0, self.seed)
-        use = _fbm(xs, ys, 2500.0, self.seed + 7)
-        cls = np.full(moist.shape, 2, dtype=np.int8)  # grassland
-        cls[use > 0.15] = 1  # cropland
-        cls[moist > 0.25] = 3  # forest
-        cls[use < -0.45] = 5  # bare
-        cls[(use > 0.5) & (moist < 0.1)] = 4  # urban
-        cls[moist < -0.45] = 0  # water
+        with workspace() as ws:
+            code = self._cover(NoiseBatch(xs, ys, self._cover_fields()), xs, ys, ws)
+            return _CLASS_LUT.take(code)
+
+    def _cover_fields(self) -> list[tuple[float, int, float]]:
+        return octave_fields(6000.0, self.seed) + octave_fields(2500.0, self.seed + 7)  # moisture, land use
+
+    def _cover(self, batch: NoiseBatch, xs: np.ndarray, ys: np.ndarray, ws: Workspace) -> np.ndarray:
+        """7-bit code per pixel of the land-cover tests (a ``ws`` buffer); :data:`_CLASS_LUT` maps it to classes.
+
+        ``batch`` starts with :meth:`_cover_fields`.  From the high bit: snow, water
+        (moist < -0.45), dry (moist < 0.1), wet (moist > 0.25), low use (< -0.45),
+        high use (> 0.5), some use (> 0.15).
+        """
+        shape = (ys.size, xs.size)
+        moist, use = ws.get("moist", shape), ws.get("use", shape)
+        tmp, tmp2 = ws.get("tmp", shape), ws.get("tmp2", shape)
+        # undivided sums, tested against the equivalent levels (_COVER_LEVELS)
+        batch.fbm_into(0, 3, moist, tmp, tmp2, normalize=False)
+        batch.fbm_into(3, 3, use, tmp, tmp2, normalize=False)
+        code, bit = ws.get("code", shape, np.uint8), ws.get("bit", shape, np.bool_)
+        bit8 = bit.view(np.uint8)  # True is 1
         _, lat0 = mercator_to_lonlat(0.0, float(ys.max()))
         _, lat1 = mercator_to_lonlat(0.0, float(ys.min()))
         if max(abs(lat0), abs(lat1)) > 60.0:
-            lats = np.degrees(2.0 * np.arctan(np.exp(ys / 6378137.0)) - np.pi / 2.0)
-            snow = (np.abs(lats)[:, None] + 8.0 * moist) > 68.0
-            cls[snow & (cls != 0)] = 6
-        return cls
+            np.divide(moist, _COVER_NORM, out=tmp)  # the moisture field itself
+            tmp *= 8.0
+            tmp += np.abs(_row_lats(ys))[:, None]
+            np.greater(tmp, 68.0, out=bit)
+            np.copyto(code, bit8)
+        else:
+            code.fill(0)
+        for field, op, level in _COVER_LEVELS:
+            np.add(code, code, out=code)  # shift left
+            op(moist if field == "moist" else use, level, out=bit)
+            code |= bit8
+        return code
 
     def render(
         self, window: GridWindow, dates: tuple[date, date] | None, band_idx: list[int]
     ) -> np.ndarray:
         """``(C, H, W)`` float32 DN for the window, composited over ``dates``."""
-        cls = self.land_cover(window)
         xs, ys = window.pixel_centers()
-        spectra = _SPECTRA[:, band_idx]  # (K, C)
-        img = spectra[cls].transpose(2, 0, 1).astype(np.float32)  # (C, H, W)
+        bands = list(band_idx)
         # seasonal vegetation cycle: peak mid-July in the north, mid-January in the south
         if dates is not None:
             mid = dates[0] + (dates[1] - dates[0]) / 2
             doy = mid.timetuple().tm_yday
         else:
             doy = 196
-        # per pixel row (not per window), so neighbouring ROIs agree on shared pixels;
-        # the amplitude vanishes at the equator, where the hemisphere sign flips
-        lats = np.degrees(2.0 * np.arctan(np.exp(ys / 6378137.0)) - np.pi / 2.0)
-        phase = 2 * math.pi * (doy - 196) / 365.25
-        season = np.where(lats >= 0, math.cos(phase), -math.cos(phase))
-        amp = 0.25 * np.minimum(1.0, np.abs(lats) / 30.0)
-        row_gain = (amp * season).astype(np.float32)[None, :, None]  # (1, H, 1)
-        veg = _VEGETATED[cls][None]  # (1, H, W)
-        nir = _NIR_LIKE[band_idx][:, None, None]
-        red = _RED_LIKE[band_idx][:, None, None]
-        img *= 1.0 + veg * row_gain * (nir - 0.6 * red)
-        texture = _value_noise(xs, ys, 40.0, self.seed + 3) * 0.04 + _fbm(xs, ys, 600.0, self.seed + 5, 2) * 0.06
-        img *= (1.0 + texture).astype(np.float32)[None]
-        if self.cloud_fraction > 0 and dates is not None:
+        table, by_code, in_range = _dn_table(tuple(bands), window.row_off, window.height, float(window.scale_m), doy)
+        fields = [*self._cover_fields(), (40.0, self.seed + 3, 1.0), *octave_fields(600.0, self.seed + 5, 2)]
+        clouds = self.cloud_fraction > 0 and dates is not None
+        if clouds and dates is not None:
             n_scenes = max(1, (dates[1] - dates[0]).days // 5)
             frac = self.cloud_fraction ** min(n_scenes, 6) if n_scenes > 1 else self.cloud_fraction
             cseed = self.seed + 1000 + dates[0].toordinal()
-            cloud = _fbm(xs, ys, 3000.0, cseed)
-            thresh = np.quantile(_fbm(np.linspace(0, 3e5, 64), np.linspace(0, 3e5, 64), 3000.0, cseed), 1.0 - frac) if frac < 1 else -2.0
-            mask = (cloud > thresh)[None]
-            img = np.where(mask, _CLOUD[band_idx][:, None, None], img)
-        return np.clip(img, 0.0, 10000.0).astype(np.float32)
+            fields += octave_fields(3000.0, cseed)
+        batch = NoiseBatch(xs, ys, fields)
+        with workspace() as ws:
+            shape = (ys.size, xs.size)
+            code = self._cover(batch, xs, ys, ws)
+            if by_code is not None:
+                img = np.take(by_code, code, axis=1, mode="clip")  # (C, H, W)
+            else:
+                idx = np.take(_CLASS_LUT_INTP, code, out=ws.get("idx", shape, np.intp), mode="clip")  # codes < 128
+                idx += (np.arange(ys.size) * len(CLASSES))[:, None]
+                img = np.take(table.reshape(len(bands), -1), idx, axis=1, mode="clip")
+            tex, tmp, tmp2, fbm = ws.get("tex", shape), ws.get("tmp", shape), ws.get("tmp2", shape), ws.get("use", shape)
+            batch.noise_into(6, tex, tmp)
+            tex *= 0.04
+            batch.fbm_into(7, 2, fbm, tmp, tmp2)
+            fbm *= 0.06
+            tex += fbm
+            tex32 = ws.get("tex32", shape, np.float32)
+            np.add(tex, 1.0, out=tex32)
+            img *= tex32
+            if clouds:
+                cloud = batch.fbm_into(9, 3, ws.get("moist", shape), tmp, tmp2)
+                mask = np.greater(cloud, _cloud_threshold(cseed, frac), out=ws.get("mask", shape, np.bool_))
+                np.copyto(img, _CLOUD[bands][:, None, None], where=mask)
+        if not in_range:  # (cloud DN are within [0, 10000])
+            np.clip(img, 0.0, 10000.0, out=img)
+        return img
 
     def render_sar(self, window: GridWindow, bands: list[int], *, linear: bool = True) -> np.ndarray:
         """``(C, H, W)`` float32 Sentinel-1 backscatter (linear power, or dB) for the window."""
