@@ -13,6 +13,7 @@ import pytest
 from rs_embed_dask import ExportConfig, ExportTarget, PointBuffer, TemporalSpec, load_export
 from rs_embed_dask.core.specs import OutputSpec
 from rs_embed_dask.export import npz_parts, tasks
+from rs_embed_dask.export import store as st
 from rs_embed_dask.export.engine import _static_models, _store_attrs
 from rs_embed_dask.export.identity import resume_identity
 from rs_embed_dask.export.materialize import finalize_combined
@@ -57,9 +58,8 @@ def _store(tmp_path: Path) -> tuple[Any, str, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("lost_part", [None, 8], ids=["all-parts", "a-part-lost"])
 def test_partial_npz_members_come_from_the_parts(tmp_path: Path, lost_part: int | None) -> None:
     plan, store, emb, inp = _store(tmp_path)
-    if lost_part is not None:  # a writer killed between the store and the part: deflated from the store
-        for arr in ("models/rcf/embeddings", f"inputs/{next(iter(plan.inputs))}/data"):
-            os.remove(npz_parts._part_path(store, arr, lost_part))
+    if lost_part is not None:  # an embeddings part lost: deflated from the store's copy
+        os.remove(npz_parts._part_path(store, "models/rcf/embeddings", lost_part))
     man = finalize_combined(plan, store, N)
     entry = man["models"][0]
     assert entry["status"] == "partial"
@@ -82,6 +82,22 @@ def test_partial_npz_members_come_from_the_parts(tmp_path: Path, lost_part: int 
         assert np.isnan(got[sorted(FAILED)]).all()
     finally:
         res.close()
+
+
+def test_lost_input_part_is_an_integrity_error_not_nan_rows(tmp_path: Path) -> None:
+    """An NPZ target keeps input rows in their parts only: finishing without one names it (resume redoes the chunk)."""
+    from rs_embed_dask.core.errors import ExportIntegrityError
+
+    plan, store, _emb, _inp = _store(tmp_path)
+    data = f"inputs/{next(iter(plan.inputs))}/data"
+    assert not st.rows_on_disk(store, data, 8)  # no zarr copy of the input rows
+    assert st.rows_on_disk(store, "models/rcf/embeddings", 8)
+    assert npz_parts.part_intact(store, data, 8, CHUNK)
+    os.remove(npz_parts._part_path(store, data, 8))
+    assert not npz_parts.part_intact(store, data, 8, CHUNK)
+    with pytest.raises(ExportIntegrityError, match="part"):
+        finalize_combined(plan, store, N)
+    assert not os.path.exists(plan.out_file)
 
 
 def test_store_rows_member_equals_numpys(tmp_path: Path) -> None:

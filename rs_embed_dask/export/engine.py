@@ -411,6 +411,19 @@ def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
     )
 
 
+def _input_parts_intact(plan: ExportPlan, store_path: str, start: int, n: int) -> bool:
+    """For an NPZ target with saved inputs: every input's part of the chunk is whole (they are its only copy)."""
+    from rs_embed_dask.export.npz_parts import part_intact
+
+    if plan.fmt != "npz" or not plan.config.save_inputs:
+        return True
+    for key in plan.inputs:
+        name = f"inputs/{key}/data"
+        if os.path.exists(os.path.join(store_path, *name.split("/"), "zarr.json")) and not part_intact(store_path, name, start, n):
+            return False
+    return True
+
+
 def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: Sequence[Any], *, check: bool = False) -> bool:
     """Whether a finished chunk of the store holds these ROIs.
 
@@ -551,6 +564,7 @@ def _run_combined(client: Any, plan: ExportPlan) -> dict[str, Any]:
                 statuses
                 and _chunk_done(statuses, start, len(block))
                 and _same_spatials(plan, store_path, start, block, check=check_rois)
+                and _input_parts_intact(plan, store_path, start, len(block))
             ):
                 progress.skip(len(block))
                 continue

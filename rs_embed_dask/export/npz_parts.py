@@ -42,7 +42,16 @@ import numpy as np
 from rs_embed_dask.export.deflate import deflate_segment
 from rs_embed_dask.export.writers import atomic_path, c_order_bytes, npy_header, npy_member
 
-__all__ = ["StoreRows", "crc32_combine", "parts_dir", "read_part", "read_part_rows", "write_npz_from_parts", "write_part"]
+__all__ = [
+    "StoreRows",
+    "crc32_combine",
+    "part_intact",
+    "parts_dir",
+    "read_part",
+    "read_part_rows",
+    "write_npz_from_parts",
+    "write_part",
+]
 
 _MAGIC = b"RSEPART2"
 _HEAD = struct.Struct("<8sQQI")  # magic, rows, raw bytes, crc32 of the rows together
@@ -145,6 +154,27 @@ def _read(store_path: str, array: str, start: int) -> tuple[int, int, int, list[
     return int(rows), int(nbytes), int(crc), table, payload
 
 
+def part_intact(store_path: str, array: str, start: int, rows: int) -> bool:
+    """Whether the part of ``array`` at ``start`` exists whole for ``rows`` rows (header and sizes; no payload read)."""
+    path = _part_path(store_path, array, start)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD.size)
+            if len(head) < _HEAD.size:
+                return False
+            magic, n, nbytes, _crc = _HEAD.unpack(head)
+            if magic != _MAGIC or n != rows or nbytes % max(1, n):
+                return False
+            table = f.read(n * _ROW.size)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if len(table) < n * _ROW.size:
+        return False
+    payload = sum(_ROW.unpack_from(table, r * _ROW.size)[0] for r in range(n))
+    return payload > 0 and size == _HEAD.size + n * _ROW.size + payload
+
+
 def read_part(store_path: str, array: str, start: int) -> tuple[int, int, int, bytes] | None:
     """``(rows, raw bytes, crc32, deflated bytes)`` of a part, or ``None`` when there is no valid one."""
     got = _read(store_path, array, start)
@@ -219,7 +249,24 @@ class _PartCache:
         return self.rows[i - start]
 
     def from_store(self, store_path: str, array: str, i: int, dtype: np.dtype) -> np.ndarray:
+        _require_rows_on_disk(store_path, array, i)
         return np.ascontiguousarray(np.asarray(self._array(store_path, array)[i]), dtype=dtype)
+
+
+def _require_rows_on_disk(store_path: str, array: str, row: int) -> None:
+    """Raise when neither a part nor the store holds ``row`` (NPZ targets keep input rows in parts only)."""
+    from rs_embed_dask.core.errors import ExportIntegrityError
+    from rs_embed_dask.export.store import rows_on_disk
+
+    if not os.path.exists(os.path.join(store_path, *array.split("/"), "zarr.json")):
+        return  # rows given from elsewhere than the store
+    if not rows_on_disk(store_path, array, row):
+        raise ExportIntegrityError(
+            store_path,
+            f"row {row} of {array!r} is marked written, but its part under {parts_dir(store_path)!r} is "
+            "missing or damaged and the store holds no copy of it; run the export again with resume=True "
+            "(the chunk is fetched and written again).",
+        )
 
 
 def _rows_member(value: StoreRows, level: int, cache: _PartCache, hdr: dict[Any, tuple[bytes, int, int, bytes]]) -> tuple[list[tuple[int, int, bytes]], int]:
@@ -335,6 +382,7 @@ def _array_pieces(key: str, value: Any, level: int, parts: tuple[str, str] | Non
             pos += rows
             continue
         stop = min(n, (pos // step + 1) * step)  # deflate the rest of this chunk from the store
+        _require_rows_on_disk(store_path, array, pos)
         block = np.ascontiguousarray(np.asarray(value[pos:stop]), dtype=dtype)
         yield _piece(c_order_bytes(block), level)
         pos = stop

@@ -52,6 +52,7 @@ __all__ = [
     "open_root",
     "read_status",
     "resize_items",
+    "rows_on_disk",
     "write_rows",
 ]
 
@@ -218,6 +219,15 @@ def column(
         dtype=str if values.dtype.kind in "OUT" else values.dtype,
         fill_value=fill_value,
     )
+
+
+def rows_on_disk(store_path: str, name: str, row: int) -> bool:
+    """Whether the chunk of array ``name`` holding ``row`` was ever written (its chunk file exists)."""
+    import zarr
+
+    arr = zarr.open_array(os.path.join(store_path, *name.split("/")), mode="r")
+    key = arr.metadata.encode_chunk_key((row // arr.chunks[0],) + (0,) * (arr.ndim - 1))
+    return os.path.exists(os.path.join(store_path, *name.split("/"), *key.split("/")))
 
 
 def write_rows(writes: list[tuple[Any, int, np.ndarray]]) -> None:

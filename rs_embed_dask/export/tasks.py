@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 from rs_embed_dask.core.errors import ModelError, ProviderError
 from rs_embed_dask.export import store as st
 from rs_embed_dask.export.npz_parts import write_part
+from rs_embed_dask.export.priority import run_as_io, thread_pool
 from rs_embed_dask.models.memory import memory_batch_size
 from rs_embed_dask.pipeline import embed_batch, fetch_input, run_with_retry
 from rs_embed_dask.resolve import ResolvedModel, get_embedder
@@ -166,10 +166,14 @@ def fetch_chunk(
 
     n_threads = max(1, min(threads, len(spatials)))
     if n_threads == 1:
-        for i in range(len(spatials)):
-            run(i)
+
+        def run_all() -> None:
+            for i in range(len(spatials)):
+                run(i)
+
+        run_as_io(run_all)
     else:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        with thread_pool(n_threads) as pool:
             for fut in [pool.submit(run, i) for i in range(len(spatials))]:
                 fut.result()
     out = ChunkInputs(key=key, data=pack_arrays(data), meta=meta, errors=errors)
@@ -396,9 +400,12 @@ def _write_group(
                 else:
                     st.write_ragged(store_path, group, start + i, np.asarray(v, dtype=np.float32))
                     status[i] = st.OK_RAGGED
-            writes.append((arr, start, block))
             if npz_parts:
                 write_part(store_path, name, start, block)
+            if not (npz_parts and group.startswith("inputs/")):
+                # an NPZ target's input rows live in their parts only: a second, zarr-compressed
+                # copy cost as much CPU as the rest of the chunk's writes and a third of its disk
+                writes.append((arr, start, block))
     for name, col in (
         ("error", np.array([e or "" for e in errors], dtype=object)),
         ("meta", np.array(["" if m is None else json.dumps(m) for m in metas], dtype=object)),
@@ -426,7 +433,9 @@ def write_chunk_combined(
 
     With ``npz_parts`` (an NPZ target) the dense rows are also deflated into
     parts of the final archive (:mod:`rs_embed_dask.export.npz_parts`), here on
-    an IO worker while inference goes on, not in the client at the end.
+    an IO worker while inference goes on, not in the client at the end; the
+    input rows are then written to their parts only (the store keeps their
+    array's shape, statuses and metadata).
     """
 
     def write() -> dict[str, Any]:
@@ -470,4 +479,4 @@ def write_chunk_combined(
             "pids": sorted({ci.pid for ci in inputs.values()} | {ce.pid for ce in embeddings.values()}),
         }
 
-    return run_with_retry(write, retries=max_retries, backoff_s=backoff_s)
+    return run_as_io(run_with_retry, write, retries=max_retries, backoff_s=backoff_s)
