@@ -20,6 +20,7 @@ import hashlib
 import math
 import numbers
 import random
+import threading
 import time
 from datetime import date
 from functools import lru_cache
@@ -39,6 +40,11 @@ __all__ = ["S1_BANDS", "S2_BANDS", "SyntheticProvider"]
 
 #: Sentinel-2 L2A bands in rs-embed's canonical order.
 S2_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
+# The world is computed, not downloaded: renders of one process take turns.  Their many small
+# numpy steps release and retake the GIL at each call, so concurrent renders (an export runs
+# dozens of fetches at once) only handed the GIL around, starving the inference thread beside them.
+_RENDER_LOCK = threading.Lock()
+
 _ALIASES = {
     "BLUE": "B2", "GREEN": "B3", "RED": "B4", "NIR": "B8", "NIR_BROAD": "B8", "NIR_WIDE": "B8",
     "NIR_NARROW": "B8A", "RE1": "B5", "RE2": "B6", "RE3": "B7", "RE4": "B8A",
@@ -406,7 +412,8 @@ class SyntheticProvider(Provider):
                 raise ProviderError(f"synthetic provider has no band(s) {missing} in {sensor.collection!r}; bands: {list(modis)}.")
             meta = {"composite": sensor.composite,
                     "date_window": [dates[0].isoformat(), dates[1].isoformat()] if dates else None}  # fmt: skip
-            return self.render_modis(window, dates, list(sensor.bands)), meta
+            with _RENDER_LOCK:
+                return self.render_modis(window, dates, list(sensor.bands)), meta
         names = [str(b).strip().upper() for b in sensor.bands]
         sar = [S1_BANDS.index(b) for b in names if b in S1_BANDS]
         if sar and len(sar) != len(names):
@@ -424,10 +431,11 @@ class SyntheticProvider(Provider):
                 f"synthetic provider: simulated fetch failure at window "
                 f"(col_off={window.col_off}, row_off={window.row_off})"
             )
-        if sar:
-            data = self.render_sar(window, sar, linear=sensor.use_float_linear)
-        else:
-            data = self.render(window, dates, band_idx)
+        with _RENDER_LOCK:
+            if sar:
+                data = self.render_sar(window, sar, linear=sensor.use_float_linear)
+            else:
+                data = self.render(window, dates, band_idx)
         meta = {
             "composite": sensor.composite,
             "date_window": [dates[0].isoformat(), dates[1].isoformat()] if dates else None,
