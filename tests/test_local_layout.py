@@ -43,6 +43,7 @@ def test_cpu_only_default_is_one_worker_holding_both_resources(no_gpu: None) -> 
         assert opts["nthreads"] == 8
         assert opts["env"]["RS_EMBED_TORCH_THREADS"] == str(len(local._cores()))
         assert "RS_EMBED_CPU_AFFINITY" not in opts["env"]  # every core is the inference task's to use
+        assert "RS_EMBED_IO_NICE" not in opts["env"]  # opt-in: no measurable gain on this machine
         from distributed import Client
 
         with Client(cluster) as client:  # Dask's stack-sampling profiler is off in the worker process

@@ -147,7 +147,10 @@ def local_cluster(
         }
         if processes:
             threads = inference_threads or len(_cores())
-            shared.update(env={**quiet, "RS_EMBED_TORCH_THREADS": str(int(threads))}, silence_logs=30, **proc_config)
+            env = {**quiet, "RS_EMBED_TORCH_THREADS": str(int(threads))}
+            if os.environ.get("RS_EMBED_IO_NICE"):  # opt-in: IO threads below inference (export/priority.py)
+                env["RS_EMBED_IO_NICE"] = os.environ["RS_EMBED_IO_NICE"]
+            shared.update(env=env, silence_logs=30, **proc_config)
         workers["cpu-0"] = {"cls": cls, "options": shared}
         return _spec_cluster(workers, dashboard_address, verbose)
     n_inf = inference_workers if inference_workers is not None else max(1, len(gpus))

@@ -76,6 +76,35 @@ def write_chunk_per_item(
     ``models`` holds one static record per model: ``name``, ``input_key``,
     ``sensor`` and ``describe`` (computed once on the client).
     """
+    from rs_embed_dask.export.priority import run_as_io
+
+    return run_as_io(
+        _write_chunk_per_item, out_dir, names, indices, spatials, inputs, embeddings, models=models, fmt=fmt,
+        save_inputs=save_inputs, save_manifest=save_manifest, backend=backend, device=device, temporal=temporal,
+        output=output, fingerprint_base=fingerprint_base, max_retries=max_retries, backoff_s=backoff_s,
+    )  # fmt: skip
+
+
+def _write_chunk_per_item(
+    out_dir: str,
+    names: Sequence[str],
+    indices: Sequence[int],
+    spatials: Sequence[Any],
+    inputs: Mapping[str, ChunkInputs],
+    embeddings: Mapping[str, ChunkEmbeddings],
+    *,
+    models: Sequence[Mapping[str, Any]],
+    fmt: str,
+    save_inputs: bool,
+    save_manifest: bool,
+    backend: str,
+    device: str,
+    temporal: Any,
+    output: Any,
+    fingerprint_base: Mapping[str, Any],
+    max_retries: int = 0,
+    backoff_s: float = 0.0,
+) -> list[dict[str, Any]]:
     from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
 
     os.makedirs(out_dir, exist_ok=True)
