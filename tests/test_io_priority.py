@@ -10,15 +10,21 @@ import pytest
 
 from rs_embed_dask.export import priority
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's"
+)
 
 
 def _nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 0), ("0", 0), ("7", 7), ("40", 19), ("-3", 0), ("x", 0)])
-def test_io_nice_reads_the_variable(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 0), ("0", 0), ("7", 7), ("40", 19), ("-3", 0), ("x", 0)]
+)
+def test_io_nice_reads_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
+) -> None:
     if value is None:
         monkeypatch.delenv("RS_EMBED_IO_NICE", raising=False)
     else:
@@ -39,7 +45,9 @@ def test_run_as_io_runs_on_a_lowered_thread_and_leaves_the_caller(monkeypatch: p
     assert priority.run_as_io(work, 2, b=3) == 5
     assert seen["tid"] != threading.get_native_id()
     assert seen["nice"] >= min(19, before + 5)
-    assert _nice() == before  # the calling thread (a Dask thread that may run inference next) keeps its priority
+    assert (
+        _nice() == before
+    )  # the calling thread (a Dask thread that may run inference next) keeps its priority
     with pytest.raises(ZeroDivisionError):
         priority.run_as_io(lambda: 1 / 0)
 
