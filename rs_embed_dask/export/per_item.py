@@ -77,122 +77,97 @@ def write_chunk_per_item(
     ``sensor`` and ``describe`` (computed once on the client).
     """
     from rs_embed_dask.export.priority import run_as_io
-
-    return run_as_io(
-        _write_chunk_per_item, out_dir, names, indices, spatials, inputs, embeddings, models=models, fmt=fmt,
-        save_inputs=save_inputs, save_manifest=save_manifest, backend=backend, device=device, temporal=temporal,
-        output=output, fingerprint_base=fingerprint_base, max_retries=max_retries, backoff_s=backoff_s,
-    )  # fmt: skip
-
-
-def _write_chunk_per_item(
-    out_dir: str,
-    names: Sequence[str],
-    indices: Sequence[int],
-    spatials: Sequence[Any],
-    inputs: Mapping[str, ChunkInputs],
-    embeddings: Mapping[str, ChunkEmbeddings],
-    *,
-    models: Sequence[Mapping[str, Any]],
-    fmt: str,
-    save_inputs: bool,
-    save_manifest: bool,
-    backend: str,
-    device: str,
-    temporal: Any,
-    output: Any,
-    fingerprint_base: Mapping[str, Any],
-    max_retries: int = 0,
-    backoff_s: float = 0.0,
-) -> list[dict[str, Any]]:
     from rs_embed_dask.export.writers import write_json, write_netcdf, write_npz
 
-    os.makedirs(out_dir, exist_ok=True)
-    out: list[dict[str, Any]] = []
-    for j, (name, idx, sp) in enumerate(zip(names, indices, spatials, strict=True)):
-        arrays: dict[str, np.ndarray] = {}
-        entries: list[dict[str, Any]] = []
-        written_inputs: dict[str, str] = {}
-        for m in models:
-            mkey = sanitize_key(m["name"])
-            key = m["input_key"]
-            ci = inputs.get(key) if key else None
-            ce = embeddings.get(m["name"])
-            entry: dict[str, Any] = {
-                "model": m["name"],
-                "status": "ok",
-                "sensor": m["sensor"],
-                "describe": m["describe"],
-            }
-            fetch_error = ci.errors[j] if ci is not None else None
-            if fetch_error is not None or (ce is not None and ce.errors[j] is not None):
-                entry["status"] = "failed"
-            if fetch_error is not None:
-                entry["error"] = ce.errors[j] if ce is not None and ce.errors[j] else fetch_error
-            input_ref = None
-            if ci is not None and ci.data[j] is not None and save_inputs:
-                x = np.asarray(ci.data[j], dtype=np.float32)
-                report = input_inspection(x, m["sensor"], name=f"{backend}_input_{key}")
-                if key in written_inputs:
-                    k0 = written_inputs[key]
-                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report, dedup_reused=True)
+    def write_all() -> list[dict[str, Any]]:
+        os.makedirs(out_dir, exist_ok=True)
+        out: list[dict[str, Any]] = []
+        for j, (name, idx, sp) in enumerate(zip(names, indices, spatials, strict=True)):
+            arrays: dict[str, np.ndarray] = {}
+            entries: list[dict[str, Any]] = []
+            written_inputs: dict[str, str] = {}
+            for m in models:
+                mkey = sanitize_key(m["name"])
+                key = m["input_key"]
+                ci = inputs.get(key) if key else None
+                ce = embeddings.get(m["name"])
+                entry: dict[str, Any] = {
+                    "model": m["name"],
+                    "status": "ok",
+                    "sensor": m["sensor"],
+                    "describe": m["describe"],
+                }
+                fetch_error = ci.errors[j] if ci is not None else None
+                if fetch_error is not None or (ce is not None and ce.errors[j] is not None):
+                    entry["status"] = "failed"
+                if fetch_error is not None:
+                    entry["error"] = ce.errors[j] if ce is not None and ce.errors[j] else fetch_error
+                input_ref = None
+                if ci is not None and ci.data[j] is not None and save_inputs:
+                    x = np.asarray(ci.data[j], dtype=np.float32)
+                    report = input_inspection(x, m["sensor"], name=f"{backend}_input_{key}")
+                    if key in written_inputs:
+                        k0 = written_inputs[key]
+                        input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report, dedup_reused=True)
+                    else:
+                        k0 = f"input_chw__{mkey}"
+                        arrays[k0] = x
+                        written_inputs[key] = k0
+                        input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report)
+                entry["input"] = input_ref
+                if ci is not None and ci.meta[j]:
+                    entry["fetch_meta"] = ci.meta[j]
+                if entry["status"] == "failed" and "error" not in entry and ce is not None:
+                    entry["error"] = ce.errors[j]
+                if ce is not None and ce.data[j] is not None:
+                    e = np.asarray(ce.data[j], dtype=np.float32)
+                    ekey = f"embedding__{mkey}"
+                    arrays[ekey] = e
+                    entry["embedding"] = array_ref(ekey, e, sha1=array_sha1(e))
+                    entry["meta"] = ce.meta[j]
                 else:
-                    k0 = f"input_chw__{mkey}"
-                    arrays[k0] = x
-                    written_inputs[key] = k0
-                    input_ref = array_ref(k0, x, sha1=array_sha1(x), inspection=report)
-            entry["input"] = input_ref
-            if ci is not None and ci.meta[j]:
-                entry["fetch_meta"] = ci.meta[j]
-            if entry["status"] == "failed" and "error" not in entry and ce is not None:
-                entry["error"] = ce.errors[j]
-            if ce is not None and ce.data[j] is not None:
-                e = np.asarray(ce.data[j], dtype=np.float32)
-                ekey = f"embedding__{mkey}"
-                arrays[ekey] = e
-                entry["embedding"] = array_ref(ekey, e, sha1=array_sha1(e))
-                entry["meta"] = ce.meta[j]
-            else:
-                entry["embedding"] = None
-                entry["meta"] = None
-            if "error" in entry:  # rs-embed's order: a failed fetch's error before input, a model's after
-                head: tuple[str, ...] = ("model", "status", "sensor", "describe")
-                head += ("error",) if fetch_error is not None else ("input", "error")
-                entry = {**{k: entry[k] for k in head}, **{k: v for k, v in entry.items() if k not in head}}
-            entries.append(entry)
-        arr_path, json_path = item_paths(out_dir, name, fmt)
-        man = per_item_manifest(
-            point_index=idx,
-            backend=backend,
-            device=device,
-            model_entries=entries,
-            spatial=sp,
-            temporal=temporal,
-            output=output,
-            fingerprint=item_fingerprint(fingerprint_base, sp),
-            array_path=arr_path,
-            array_keys=list(arrays),
-            fmt=fmt,
-            manifest_path=json_path if save_manifest else None,
-        )
+                    entry["embedding"] = None
+                    entry["meta"] = None
+                if "error" in entry:  # rs-embed's order: a failed fetch's error before input, a model's after
+                    head: tuple[str, ...] = ("model", "status", "sensor", "describe")
+                    head += ("error",) if fetch_error is not None else ("input", "error")
+                    entry = {**{k: entry[k] for k in head}, **{k: v for k, v in entry.items() if k not in head}}
+                entries.append(entry)
+            arr_path, json_path = item_paths(out_dir, name, fmt)
+            man = per_item_manifest(
+                point_index=idx,
+                backend=backend,
+                device=device,
+                model_entries=entries,
+                spatial=sp,
+                temporal=temporal,
+                output=output,
+                fingerprint=item_fingerprint(fingerprint_base, sp),
+                array_path=arr_path,
+                array_keys=list(arrays),
+                fmt=fmt,
+                manifest_path=json_path if save_manifest else None,
+            )
 
-        def write(
-            arrays: dict[str, np.ndarray] = arrays,
-            man: dict[str, Any] = man,
-            arr_path: str = arr_path,
-            json_path: str = json_path,
-        ) -> None:
-            if fmt == "netcdf":
-                write_netcdf(
-                    arr_path,
-                    arrays,
-                    {"created_at": man["created_at"], "backend": backend, "device": device},
-                )
-            else:
-                write_npz(arr_path, arrays)
-            if save_manifest:
-                write_json(json_path, man)
+            def write(
+                arrays: dict[str, np.ndarray] = arrays,
+                man: dict[str, Any] = man,
+                arr_path: str = arr_path,
+                json_path: str = json_path,
+            ) -> None:
+                if fmt == "netcdf":
+                    write_netcdf(
+                        arr_path,
+                        arrays,
+                        {"created_at": man["created_at"], "backend": backend, "device": device},
+                    )
+                else:
+                    write_npz(arr_path, arrays)
+                if save_manifest:
+                    write_json(json_path, man)
 
-        run_with_retry(write, retries=max_retries, backoff_s=backoff_s)
-        out.append(jsonable(man))
-    return out
+            run_with_retry(write, retries=max_retries, backoff_s=backoff_s)
+            out.append(jsonable(man))
+        return out
+
+    return run_as_io(write_all)

@@ -261,15 +261,7 @@ def write_column(
     fill_value: Any,
 ) -> None:
     """Write ``values`` (one row per item) at ``[start, start + len)`` of array ``name``."""
-    arr = ensure_array(
-        store_path,
-        name,
-        item_shape=tuple(values.shape[1:]),
-        capacity=capacity,
-        chunk_size=chunk_size,
-        dtype=str if values.dtype.kind in "OUT" else values.dtype,
-        fill_value=fill_value,
-    )
+    arr = column(store_path, name, values, capacity=capacity, chunk_size=chunk_size, fill_value=fill_value)
     arr[start : start + values.shape[0]] = values
 
 
