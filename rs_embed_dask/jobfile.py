@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,13 @@ from rs_embed_dask.core.specs import (
     TemporalSpec,
 )
 from rs_embed_dask.core.types import ExportConfig, ExportModelRequest, ExportTarget
+from rs_embed_dask.validation.fields import Err as _Err
+from rs_embed_dask.validation.fields import keys as _keys
+from rs_embed_dask.validation.fields import non_empty_list as _list
+from rs_embed_dask.validation.fields import number as _number
+from rs_embed_dask.validation.fields import path_field as _path
+from rs_embed_dask.validation.fields import spec_from as _spec
+from rs_embed_dask.validation.fields import validated as _validated
 
 __all__ = ["ClusterChoice", "ExportJob", "SpatialSource", "load_job", "parse_job"]
 
@@ -56,56 +63,6 @@ _TOP_KEYS = (
 _SPATIAL_KINDS = ("points", "bboxes", "file", "region")
 _CLUSTER_KINDS = ("local", "scheduler", "scheduler_file", "jobqueue")
 _LOCAL_KEYS = ("io_workers", "io_threads", "inference_workers", "memory_limit")
-
-
-class _Err:
-    """Builds messages that start with ``FILE: field.path:``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def __call__(self, path: str, msg: str, cls: type[Exception] = SpecError) -> Exception:
-        where = f"{self.source}: {path}" if path else self.source
-        return cls(f"{where}: {msg}")
-
-
-def _keys(err: _Err, d: Any, path: str, allowed: Iterable[str], *, required: Iterable[str] = ()) -> dict[str, Any]:
-    allowed = list(allowed)
-    if not isinstance(d, Mapping):
-        raise err(path, f"expected a mapping with keys {allowed}; got {type(d).__name__} {d!r}.")
-    for k in d:
-        if k not in allowed:
-            raise err(f"{path}.{k}" if path else str(k), f"unknown key; allowed keys: {allowed}.")
-    for k in required:
-        if k not in d:
-            raise err(path, f"missing required key {k!r}; keys: {allowed}.")
-    return dict(d)
-
-
-def _number(err: _Err, v: Any, path: str, *, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise err(path, f"expected a number; got {v!r}.")
-    if positive and not v > 0:
-        raise err(path, f"must be > 0; got {v!r}.")
-    if minimum is not None and v < minimum:
-        raise err(path, f"must be >= {minimum}; got {v!r}.")
-    return float(v)
-
-
-def _spec(err: _Err, cls: type, d: Any, path: str) -> Any:
-    """A frozen spec dataclass from a mapping of its fields."""
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kw = _keys(err, d, path, names)
-    try:
-        obj = cls(**kw)
-        validate = getattr(obj, "validate", None)
-        if callable(validate):
-            validate()
-    except TypeError as exc:
-        raise err(path, f"{exc}; fields: {names}.") from exc
-    except RSEmbedError as exc:
-        raise err(path, str(exc), type(exc)) from exc
-    return obj
 
 
 @dataclass(frozen=True)
@@ -287,30 +244,6 @@ def _parse_spatials(err: _Err, d: Any, base: Path) -> SpatialSource:
         return SpatialSource(kind="region", bbox=box, tile_m=tile_m, overlap_m=overlap, scale_m=scale)
     path = _path(err, region["geojson"], "spatials.region.geojson", base, must_exist=True)
     return SpatialSource(kind="region", path=path, tile_m=tile_m, overlap_m=overlap, scale_m=scale)
-
-
-def _list(err: _Err, v: Any, path: str) -> list[Any]:
-    if not isinstance(v, list) or not v:
-        raise err(path, f"expected a non-empty list; got {v!r}.")
-    return v
-
-
-def _validated(err: _Err, spec: Any, path: str) -> Any:
-    try:
-        spec.validate()
-    except RSEmbedError as exc:
-        raise err(path, str(exc), type(exc)) from exc
-    return spec
-
-
-def _path(err: _Err, v: Any, path: str, base: Path, *, must_exist: bool = False) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise err(path, f"expected a path; got {v!r}.")
-    p = Path(os.path.expandvars(v)).expanduser()
-    p = p if p.is_absolute() else base / p
-    if must_exist and not p.exists():
-        raise err(path, f"{str(p)!r} does not exist.")
-    return str(p)
 
 
 def _parse_temporal(err: _Err, d: Any) -> TemporalSpec | None:
