@@ -414,14 +414,12 @@ def _chunk_done(statuses: list[Any], start: int, n: int) -> bool:
 def _input_parts_intact(plan: ExportPlan, store_path: str, start: int, n: int) -> bool:
     """For an NPZ target with saved inputs: every input's part of the chunk is whole (they are its only copy)."""
     from rs_embed_dask.export.npz_parts import part_intact
+    from rs_embed_dask.export.store import array_exists
 
     if plan.fmt != "npz" or not plan.config.save_inputs:
         return True
-    for key in plan.inputs:
-        name = f"inputs/{key}/data"
-        if os.path.exists(os.path.join(store_path, *name.split("/"), "zarr.json")) and not part_intact(store_path, name, start, n):
-            return False
-    return True
+    names = [f"inputs/{key}/data" for key in plan.inputs]
+    return all(part_intact(store_path, name, start, n) for name in names if array_exists(store_path, name))
 
 
 def _same_spatials(plan: ExportPlan, store_path: str, start: int, block: Sequence[Any], *, check: bool = False) -> bool:

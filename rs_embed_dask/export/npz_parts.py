@@ -249,18 +249,19 @@ class _PartCache:
         return self.rows[i - start]
 
     def from_store(self, store_path: str, array: str, i: int, dtype: np.dtype) -> np.ndarray:
-        _require_rows_on_disk(store_path, array, i)
-        return np.ascontiguousarray(np.asarray(self._array(store_path, array)[i]), dtype=dtype)
+        arr = self._array(store_path, array)
+        _require_rows_on_disk(store_path, array, i, arr)
+        return np.ascontiguousarray(np.asarray(arr[i]), dtype=dtype)
 
 
-def _require_rows_on_disk(store_path: str, array: str, row: int) -> None:
+def _require_rows_on_disk(store_path: str, array: str, row: int, arr: Any = None) -> None:
     """Raise when neither a part nor the store holds ``row`` (NPZ targets keep input rows in parts only)."""
     from rs_embed_dask.core.errors import ExportIntegrityError
-    from rs_embed_dask.export.store import rows_on_disk
+    from rs_embed_dask.export.store import array_exists, rows_on_disk
 
-    if not os.path.exists(os.path.join(store_path, *array.split("/"), "zarr.json")):
+    if arr is None and not array_exists(store_path, array):
         return  # rows given from elsewhere than the store
-    if not rows_on_disk(store_path, array, row):
+    if not rows_on_disk(store_path, array, row, arr):
         raise ExportIntegrityError(
             store_path,
             f"row {row} of {array!r} is marked written, but its part under {parts_dir(store_path)!r} is "

@@ -43,6 +43,7 @@ __all__ = [
     "OK",
     "OK_RAGGED",
     "PENDING",
+    "array_exists",
     "cf_attributes",
     "column",
     "creation_lock",
@@ -141,7 +142,8 @@ def drop_consolidated(store_path: str) -> None:
     os.replace(tmp, path)
 
 
-def _array_exists(store_path: str, name: str) -> bool:
+def array_exists(store_path: str, name: str) -> bool:
+    """Whether array ``name`` of the store has been created (its ``zarr.json`` is there)."""
     return os.path.exists(os.path.join(store_path, *name.split("/"), "zarr.json"))
 
 
@@ -159,9 +161,9 @@ def ensure_array(
     import zarr
 
     full = os.path.join(store_path, *name.split("/"))
-    if not _array_exists(store_path, name):
+    if not array_exists(store_path, name):
         with creation_lock(store_path):
-            if not _array_exists(store_path, name):
+            if not array_exists(store_path, name):
                 root = zarr.open_group(store_path, mode="a")
                 root.create_array(
                     name,
@@ -221,11 +223,15 @@ def column(
     )
 
 
-def rows_on_disk(store_path: str, name: str, row: int) -> bool:
-    """Whether the chunk of array ``name`` holding ``row`` was ever written (its chunk file exists)."""
+def rows_on_disk(store_path: str, name: str, row: int, arr: Any = None) -> bool:
+    """Whether the chunk of array ``name`` holding ``row`` was ever written (its chunk file exists).
+
+    ``arr``: the array, when it is already open.
+    """
     import zarr
 
-    arr = zarr.open_array(os.path.join(store_path, *name.split("/")), mode="r")
+    if arr is None:
+        arr = zarr.open_array(os.path.join(store_path, *name.split("/")), mode="r")
     key = arr.metadata.encode_chunk_key((row // arr.chunks[0],) + (0,) * (arr.ndim - 1))
     return os.path.exists(os.path.join(store_path, *name.split("/"), *key.split("/")))
 
@@ -281,7 +287,7 @@ def read_status(store_path: str, group: str, n: int | None = None) -> np.ndarray
     """The int8 status column of ``group`` (``None`` when nothing was written yet)."""
     import zarr
 
-    if not _array_exists(store_path, f"{group}/status"):
+    if not array_exists(store_path, f"{group}/status"):
         return None
     arr = zarr.open_array(os.path.join(store_path, *group.split("/"), "status"), mode="r")
     return np.asarray(arr[: (arr.shape[0] if n is None else n)])

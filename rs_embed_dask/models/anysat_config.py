@@ -26,15 +26,15 @@ rs-embed downloaded into its own cache (``RS_EMBED_ANYSAT_CACHE_DIR``, default
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from rs_embed_dask.core.errors import ModelError
+from rs_embed_dask.models.olmoearth_frames import equal_bins as split_window
 
 __all__ = [
     "ENV",
@@ -172,22 +172,10 @@ class AnySatArch:
 
 # -- frames ----------------------------------------------------------------------------------------
 def equal_bins(start: date, end: date, n: int) -> list[tuple[date, date]]:
-    """rs-embed's ``split_date_range``: ``n`` end-exclusive bins with edges ``start + days * i // n``.
-
-    A bin that would be empty (a window shorter than ``n`` days) lasts one day.
-    """
+    """rs-embed's ``split_date_range`` (:func:`~rs_embed_dask.models.olmoearth_frames.equal_bins`), for a window with ``start < end``."""
     if end <= start:
         raise ModelError(f"anysat needs a time window with start < end; got {start} .. {end}")
-    total = max(1, (end - start).days)
-    edges = [start + timedelta(days=(total * i) // n) for i in range(n + 1)]
-    edges[-1] = end
-    out = []
-    for a, b in itertools.pairwise(edges):
-        if b <= a:
-            b = min(end, a + timedelta(days=1))
-        if b > a:
-            out.append((a, b))
-    return out or [(start, end)]
+    return split_window(start, end, n)
 
 
 def doy0_sequence(start: date, end: date, n_frames: int) -> list[int]:
